@@ -1,0 +1,17 @@
+"""Event-ingestion pipeline: Kafka events into time-partitioned PostgreSQL tables.
+
+Reading guide (one job per module, grouped by pipeline stage):
+
+- ``pipeline.config``      the frozen configuration tree, built from the environment once.
+- ``pipeline.errors``      the exception hierarchy and the one place asyncpg errors are classified.
+- ``pipeline.db``          connecting to PostgreSQL with the configured settings.
+- ``pipeline.embedded``    a Tansu broker and a PostgreSQL 16 started from PyPI wheels.
+- ``pipeline.migrations``  plain-SQL migrations: discovery, checksums, the runner.
+- ``pipeline.maintenance`` partition maintenance: ensure ahead, prune, stats.
+- ``pipeline.cli``         the ``pipeline`` command and its subcommands.
+
+Nothing here does I/O at import time and no module reads ``os.environ`` except
+``pipeline.config.Config.from_env``, called by the entry point.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,347 @@
+"""The configuration tree: frozen dataclasses built from the environment at the entry point.
+
+:meth:`Config.from_env` is the only place in the package that reads environment variables.
+Every other module receives the piece of configuration it needs as an argument. Each class
+validates itself on construction and raises :class:`~pipeline.errors.ConfigError` naming the
+variable and the accepted values. Secrets (passwords, SASL credentials) never appear in
+``repr``.
+
+Units are in the names: ``_ms`` milliseconds, ``_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pipeline.errors import ConfigError
+
+_REDACTED = "***"
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (for logs and ``repr``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:{_REDACTED}@{netloc[-1]}"))
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be greater than 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """How to reach PostgreSQL.
+
+    ``url`` is a libpq-style URL (``postgresql://user:pass@host:5432/db?sslmode=require``);
+    asyncpg understands ``sslmode`` in it. ``statement_timeout_ms`` bounds every statement
+    the pipeline runs (0 disables it).
+    """
+
+    url: str = field(repr=False)
+    pool_min_size: int = 1
+    pool_max_size: int = 4
+    connect_timeout_s: float = 10.0
+    statement_timeout_ms: int = 60_000
+
+    def __post_init__(self) -> None:
+        scheme = urlsplit(self.url).scheme
+        if scheme not in ("postgres", "postgresql"):
+            raise ConfigError(
+                f"DATABASE_URL must start with postgresql://, got scheme {scheme!r} "
+                f"in {redact_url(self.url)!r}"
+            )
+        if not 1 <= self.pool_min_size <= self.pool_max_size:
+            raise ConfigError(
+                "DATABASE_POOL_MIN_SIZE must be at least 1 and at most DATABASE_POOL_MAX_SIZE, "
+                f"got {self.pool_min_size} and {self.pool_max_size}"
+            )
+        _positive("DATABASE_CONNECT_TIMEOUT_S", self.connect_timeout_s)
+        if self.statement_timeout_ms < 0:
+            raise ConfigError("DATABASE_STATEMENT_TIMEOUT_MS must be 0 (off) or more")
+
+    @property
+    def redacted_url(self) -> str:
+        return redact_url(self.url)
+
+    def __repr__(self) -> str:
+        return (
+            f"DatabaseConfig(url={self.redacted_url!r}, pool_min_size={self.pool_min_size}, "
+            f"pool_max_size={self.pool_max_size}, connect_timeout_s={self.connect_timeout_s}, "
+            f"statement_timeout_ms={self.statement_timeout_ms})"
+        )
+
+
+_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    """How to reach the Kafka cluster; the TLS/SASL fields are passed to aiokafka as-is."""
+
+    bootstrap_servers: tuple[str, ...]
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    client_id: str = "event-pipeline"
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap_servers or not all(self.bootstrap_servers):
+            raise ConfigError("KAFKA_BOOTSTRAP_SERVERS must list at least one host:port")
+        for server in self.bootstrap_servers:
+            host, _, port = server.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(
+                    f"KAFKA_BOOTSTRAP_SERVERS entries must be host:port, got {server!r}"
+                )
+        if self.security_protocol not in _SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"KAFKA_SECURITY_PROTOCOL must be one of {', '.join(_SECURITY_PROTOCOLS)}, "
+                f"got {self.security_protocol!r}"
+            )
+        if self.security_protocol.startswith("SASL"):
+            if self.sasl_mechanism not in _SASL_MECHANISMS:
+                raise ConfigError(
+                    f"KAFKA_SASL_MECHANISM must be one of {', '.join(_SASL_MECHANISMS)} "
+                    f"when KAFKA_SECURITY_PROTOCOL={self.security_protocol}"
+                )
+            if not self.sasl_username or self.sasl_password is None:
+                raise ConfigError(
+                    "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required "
+                    f"when KAFKA_SECURITY_PROTOCOL={self.security_protocol}"
+                )
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(self.bootstrap_servers)
+
+
+@dataclass(frozen=True)
+class TopicsConfig:
+    """Topic names. Dead letters of every source topic go to ``dead_letters``."""
+
+    api_calls: str = "api-calls"
+    analyses: str = "analysis-events"
+    logs: str = "system-logs"
+    dead_letters: str = "ingest-dlq"
+
+    def __post_init__(self) -> None:
+        names = (self.api_calls, self.analyses, self.logs, self.dead_letters)
+        if len(set(names)) != len(names) or not all(names):
+            raise ConfigError(f"topic names must be non-empty and distinct, got {names}")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Settings of one ``pipeline worker`` process."""
+
+    group_id: str = "event-pipeline"
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    web_port: int = 6066
+    flush_interval_ms: int = 1_000
+    flush_max_events: int = 50_000
+    retry_initial_ms: int = 100
+    retry_max_ms: int = 30_000
+    shutdown_timeout_s: float = 30.0
+    maintenance_interval_s: float = 3_600.0
+
+    def __post_init__(self) -> None:
+        if not self.group_id:
+            raise ConfigError("PIPELINE_GROUP_ID must not be empty")
+        if not 0 <= self.web_port <= 65535:
+            raise ConfigError(f"PIPELINE_WEB_PORT must be 0..65535, got {self.web_port}")
+        _positive("PIPELINE_FLUSH_INTERVAL_MS", self.flush_interval_ms)
+        _positive("PIPELINE_FLUSH_MAX_EVENTS", self.flush_max_events)
+        _positive("PIPELINE_RETRY_INITIAL_MS", self.retry_initial_ms)
+        if self.retry_max_ms < self.retry_initial_ms:
+            raise ConfigError("PIPELINE_RETRY_MAX_MS must be at least PIPELINE_RETRY_INITIAL_MS")
+        _positive("PIPELINE_SHUTDOWN_TIMEOUT_S", self.shutdown_timeout_s)
+        _positive("PIPELINE_MAINTENANCE_INTERVAL_S", self.maintenance_interval_s)
+
+
+def default_sql_dir() -> Path:
+    """Where the migrations are: the copy inside an installed wheel, else the source tree."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "_sql" / "migrations", package.parent / "sql" / "migrations"):
+        if candidate.is_dir():
+            return candidate
+    return package.parent / "sql" / "migrations"
+
+
+@dataclass(frozen=True)
+class MigrationsConfig:
+    """Where migrations live and how long a runner waits for another one to finish."""
+
+    directory: Path = field(default_factory=default_sql_dir)
+    lock_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        _positive("PIPELINE_MIGRATION_LOCK_TIMEOUT_S", self.lock_timeout_s)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. ``database`` and ``kafka`` are ``None`` when not configured:
+    commands that need them say so (or start embedded services, for ``pipeline demo``)."""
+
+    database: DatabaseConfig | None = None
+    kafka: KafkaConfig | None = None
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    migrations: MigrationsConfig = field(default_factory=MigrationsConfig)
+    state_dir: Path = field(default_factory=lambda: Path(".state"))
+
+    def require_database(self) -> DatabaseConfig:
+        """Return the database settings or raise a :class:`ConfigError` that says what to do."""
+        if self.database is None:
+            raise ConfigError(
+                "no database configured: set DATABASE_URL (or PGHOST/PGDATABASE/...) to a "
+                "PostgreSQL server, or run `pipeline demo --keep`, which starts embedded "
+                "services and prints the DATABASE_URL to export"
+            )
+        return self.database
+
+    def require_kafka(self) -> KafkaConfig:
+        """Return the Kafka settings or raise a :class:`ConfigError` that says what to do."""
+        if self.kafka is None:
+            raise ConfigError(
+                "no Kafka configured: set KAFKA_BOOTSTRAP_SERVERS=host:port[,host:port], or "
+                "run `pipeline demo --keep`, which starts embedded services and prints it"
+            )
+        return self.kafka
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        """Build and validate the configuration from ``env`` (default: ``os.environ``).
+
+        Raises :class:`ConfigError` for a malformed or out-of-range value.
+        """
+        e = os.environ if env is None else env
+        reader = _Reader(e)
+        database = _database_from_env(reader)
+        bootstrap = reader.str("KAFKA_BOOTSTRAP_SERVERS")
+        kafka = (
+            KafkaConfig(
+                bootstrap_servers=tuple(s.strip() for s in bootstrap.split(",") if s.strip()),
+                security_protocol=reader.str("KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT",
+                sasl_mechanism=reader.str("KAFKA_SASL_MECHANISM"),
+                sasl_username=reader.str("KAFKA_SASL_USERNAME"),
+                sasl_password=reader.str("KAFKA_SASL_PASSWORD"),
+                ssl_cafile=reader.str("KAFKA_SSL_CAFILE"),
+                ssl_certfile=reader.str("KAFKA_SSL_CERTFILE"),
+                ssl_keyfile=reader.str("KAFKA_SSL_KEYFILE"),
+                client_id=reader.str("KAFKA_CLIENT_ID") or "event-pipeline",
+            )
+            if bootstrap
+            else None
+        )
+        d_topics = TopicsConfig()
+        topics = TopicsConfig(
+            api_calls=reader.str("PIPELINE_TOPIC_API_CALLS") or d_topics.api_calls,
+            analyses=reader.str("PIPELINE_TOPIC_ANALYSES") or d_topics.analyses,
+            logs=reader.str("PIPELINE_TOPIC_LOGS") or d_topics.logs,
+            dead_letters=reader.str("PIPELINE_TOPIC_DEAD_LETTERS") or d_topics.dead_letters,
+        )
+        d_worker = WorkerConfig()
+        worker = WorkerConfig(
+            group_id=reader.str("PIPELINE_GROUP_ID") or d_worker.group_id,
+            worker_id=reader.str("PIPELINE_WORKER_ID") or d_worker.worker_id,
+            web_port=reader.int("PIPELINE_WEB_PORT", d_worker.web_port),
+            flush_interval_ms=reader.int("PIPELINE_FLUSH_INTERVAL_MS", d_worker.flush_interval_ms),
+            flush_max_events=reader.int("PIPELINE_FLUSH_MAX_EVENTS", d_worker.flush_max_events),
+            retry_initial_ms=reader.int("PIPELINE_RETRY_INITIAL_MS", d_worker.retry_initial_ms),
+            retry_max_ms=reader.int("PIPELINE_RETRY_MAX_MS", d_worker.retry_max_ms),
+            shutdown_timeout_s=reader.float(
+                "PIPELINE_SHUTDOWN_TIMEOUT_S", d_worker.shutdown_timeout_s
+            ),
+            maintenance_interval_s=reader.float(
+                "PIPELINE_MAINTENANCE_INTERVAL_S", d_worker.maintenance_interval_s
+            ),
+        )
+        sql_dir = reader.str("PIPELINE_MIGRATIONS_DIR")
+        migrations = MigrationsConfig(
+            directory=Path(sql_dir) if sql_dir else default_sql_dir(),
+            lock_timeout_s=reader.float("PIPELINE_MIGRATION_LOCK_TIMEOUT_S", 60.0),
+        )
+        return cls(
+            database=database,
+            kafka=kafka,
+            topics=topics,
+            worker=worker,
+            migrations=migrations,
+            state_dir=Path(reader.str("PIPELINE_STATE_DIR") or ".state"),
+        )
+
+
+class _Reader:
+    """Typed access to environment variables with error messages that name the variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def str(self, name: str) -> str | None:
+        value = self._env.get(name)
+        return value.strip() if value and value.strip() else None
+
+    def int(self, name: str, default: int) -> int:
+        raw = self.str(name)
+        if raw is None:
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+    def float(self, name: str, default: float) -> float:
+        raw = self.str(name)
+        if raw is None:
+            return default
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _database_from_env(reader: _Reader) -> DatabaseConfig | None:
+    """DATABASE_URL wins; otherwise the libpq PG* variables compose a URL."""
+    url = reader.str("DATABASE_URL")
+    if url is None:
+        pg = {k: reader.str(k) for k in ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")}
+        if pg["PGHOST"] is None and pg["PGDATABASE"] is None:
+            return None
+        user = quote(pg["PGUSER"] or "postgres", safe="")
+        password = f":{quote(pg['PGPASSWORD'], safe='')}" if pg["PGPASSWORD"] else ""
+        host = pg["PGHOST"] or "localhost"
+        query = ""
+        if host.startswith("/"):  # a unix-socket directory goes in the query string
+            query, host = f"host={quote(host, safe='/')}", ""
+        port = f":{pg['PGPORT']}" if pg["PGPORT"] and host else ""
+        sslmode = reader.str("PGSSLMODE")
+        if sslmode:
+            query = f"{query}&sslmode={sslmode}" if query else f"sslmode={sslmode}"
+        url = f"postgresql://{user}{password}@{host}{port}/{pg['PGDATABASE'] or 'postgres'}"
+        url = f"{url}?{query}" if query else url
+    d = DatabaseConfig(url="postgresql://x@y/z")
+    return DatabaseConfig(
+        url=url,
+        pool_min_size=reader.int("DATABASE_POOL_MIN_SIZE", d.pool_min_size),
+        pool_max_size=reader.int("DATABASE_POOL_MAX_SIZE", d.pool_max_size),
+        connect_timeout_s=reader.float("DATABASE_CONNECT_TIMEOUT_S", d.connect_timeout_s),
+        statement_timeout_ms=reader.int(
+            "DATABASE_STATEMENT_TIMEOUT_MS", d.statement_timeout_ms
+        ),
+    )

