@@ -233,49 +233,51 @@ class Config:
         e = os.environ if env is None else env
         reader = _Reader(e)
         database = _database_from_env(reader)
-        bootstrap = reader.str("KAFKA_BOOTSTRAP_SERVERS")
+        bootstrap = reader.text("KAFKA_BOOTSTRAP_SERVERS")
         kafka = (
             KafkaConfig(
                 bootstrap_servers=tuple(s.strip() for s in bootstrap.split(",") if s.strip()),
-                security_protocol=reader.str("KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT",
-                sasl_mechanism=reader.str("KAFKA_SASL_MECHANISM"),
-                sasl_username=reader.str("KAFKA_SASL_USERNAME"),
-                sasl_password=reader.str("KAFKA_SASL_PASSWORD"),
-                ssl_cafile=reader.str("KAFKA_SSL_CAFILE"),
-                ssl_certfile=reader.str("KAFKA_SSL_CERTFILE"),
-                ssl_keyfile=reader.str("KAFKA_SSL_KEYFILE"),
-                client_id=reader.str("KAFKA_CLIENT_ID") or "event-pipeline",
+                security_protocol=reader.text("KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT",
+                sasl_mechanism=reader.text("KAFKA_SASL_MECHANISM"),
+                sasl_username=reader.text("KAFKA_SASL_USERNAME"),
+                sasl_password=reader.text("KAFKA_SASL_PASSWORD"),
+                ssl_cafile=reader.text("KAFKA_SSL_CAFILE"),
+                ssl_certfile=reader.text("KAFKA_SSL_CERTFILE"),
+                ssl_keyfile=reader.text("KAFKA_SSL_KEYFILE"),
+                client_id=reader.text("KAFKA_CLIENT_ID") or "event-pipeline",
             )
             if bootstrap
             else None
         )
         d_topics = TopicsConfig()
         topics = TopicsConfig(
-            api_calls=reader.str("PIPELINE_TOPIC_API_CALLS") or d_topics.api_calls,
-            analyses=reader.str("PIPELINE_TOPIC_ANALYSES") or d_topics.analyses,
-            logs=reader.str("PIPELINE_TOPIC_LOGS") or d_topics.logs,
-            dead_letters=reader.str("PIPELINE_TOPIC_DEAD_LETTERS") or d_topics.dead_letters,
+            api_calls=reader.text("PIPELINE_TOPIC_API_CALLS") or d_topics.api_calls,
+            analyses=reader.text("PIPELINE_TOPIC_ANALYSES") or d_topics.analyses,
+            logs=reader.text("PIPELINE_TOPIC_LOGS") or d_topics.logs,
+            dead_letters=reader.text("PIPELINE_TOPIC_DEAD_LETTERS") or d_topics.dead_letters,
         )
         d_worker = WorkerConfig()
         worker = WorkerConfig(
-            group_id=reader.str("PIPELINE_GROUP_ID") or d_worker.group_id,
-            worker_id=reader.str("PIPELINE_WORKER_ID") or d_worker.worker_id,
-            web_port=reader.int("PIPELINE_WEB_PORT", d_worker.web_port),
-            flush_interval_ms=reader.int("PIPELINE_FLUSH_INTERVAL_MS", d_worker.flush_interval_ms),
-            flush_max_events=reader.int("PIPELINE_FLUSH_MAX_EVENTS", d_worker.flush_max_events),
-            retry_initial_ms=reader.int("PIPELINE_RETRY_INITIAL_MS", d_worker.retry_initial_ms),
-            retry_max_ms=reader.int("PIPELINE_RETRY_MAX_MS", d_worker.retry_max_ms),
-            shutdown_timeout_s=reader.float(
+            group_id=reader.text("PIPELINE_GROUP_ID") or d_worker.group_id,
+            worker_id=reader.text("PIPELINE_WORKER_ID") or d_worker.worker_id,
+            web_port=reader.integer("PIPELINE_WEB_PORT", d_worker.web_port),
+            flush_interval_ms=reader.integer(
+                "PIPELINE_FLUSH_INTERVAL_MS", d_worker.flush_interval_ms
+            ),
+            flush_max_events=reader.integer("PIPELINE_FLUSH_MAX_EVENTS", d_worker.flush_max_events),
+            retry_initial_ms=reader.integer("PIPELINE_RETRY_INITIAL_MS", d_worker.retry_initial_ms),
+            retry_max_ms=reader.integer("PIPELINE_RETRY_MAX_MS", d_worker.retry_max_ms),
+            shutdown_timeout_s=reader.number(
                 "PIPELINE_SHUTDOWN_TIMEOUT_S", d_worker.shutdown_timeout_s
             ),
-            maintenance_interval_s=reader.float(
+            maintenance_interval_s=reader.number(
                 "PIPELINE_MAINTENANCE_INTERVAL_S", d_worker.maintenance_interval_s
             ),
         )
-        sql_dir = reader.str("PIPELINE_MIGRATIONS_DIR")
+        sql_dir = reader.text("PIPELINE_MIGRATIONS_DIR")
         migrations = MigrationsConfig(
             directory=Path(sql_dir) if sql_dir else default_sql_dir(),
-            lock_timeout_s=reader.float("PIPELINE_MIGRATION_LOCK_TIMEOUT_S", 60.0),
+            lock_timeout_s=reader.number("PIPELINE_MIGRATION_LOCK_TIMEOUT_S", 60.0),
         )
         return cls(
             database=database,
@@ -283,7 +285,7 @@ class Config:
             topics=topics,
             worker=worker,
             migrations=migrations,
-            state_dir=Path(reader.str("PIPELINE_STATE_DIR") or ".state"),
+            state_dir=Path(reader.text("PIPELINE_STATE_DIR") or ".state"),
         )
 
 
@@ -293,12 +295,12 @@ class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
 
-    def str(self, name: str) -> str | None:
+    def text(self, name: str) -> str | None:
         value = self._env.get(name)
         return value.strip() if value and value.strip() else None
 
-    def int(self, name: str, default: int) -> int:
-        raw = self.str(name)
+    def integer(self, name: str, default: int) -> int:
+        raw = self.text(name)
         if raw is None:
             return default
         try:
@@ -306,8 +308,8 @@ class _Reader:
         except ValueError:
             raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
-    def float(self, name: str, default: float) -> float:
-        raw = self.str(name)
+    def number(self, name: str, default: float) -> float:
+        raw = self.text(name)
         if raw is None:
             return default
         try:
@@ -318,9 +320,9 @@ class _Reader:
 
 def _database_from_env(reader: _Reader) -> DatabaseConfig | None:
     """DATABASE_URL wins; otherwise the libpq PG* variables compose a URL."""
-    url = reader.str("DATABASE_URL")
+    url = reader.text("DATABASE_URL")
     if url is None:
-        pg = {k: reader.str(k) for k in ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")}
+        pg = {k: reader.text(k) for k in ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")}
         if pg["PGHOST"] is None and pg["PGDATABASE"] is None:
             return None
         user = quote(pg["PGUSER"] or "postgres", safe="")
@@ -330,7 +332,7 @@ def _database_from_env(reader: _Reader) -> DatabaseConfig | None:
         if host.startswith("/"):  # a unix-socket directory goes in the query string
             query, host = f"host={quote(host, safe='/')}", ""
         port = f":{pg['PGPORT']}" if pg["PGPORT"] and host else ""
-        sslmode = reader.str("PGSSLMODE")
+        sslmode = reader.text("PGSSLMODE")
         if sslmode:
             query = f"{query}&sslmode={sslmode}" if query else f"sslmode={sslmode}"
         url = f"postgresql://{user}{password}@{host}{port}/{pg['PGDATABASE'] or 'postgres'}"
@@ -338,10 +340,10 @@ def _database_from_env(reader: _Reader) -> DatabaseConfig | None:
     d = DatabaseConfig(url="postgresql://x@y/z")
     return DatabaseConfig(
         url=url,
-        pool_min_size=reader.int("DATABASE_POOL_MIN_SIZE", d.pool_min_size),
-        pool_max_size=reader.int("DATABASE_POOL_MAX_SIZE", d.pool_max_size),
-        connect_timeout_s=reader.float("DATABASE_CONNECT_TIMEOUT_S", d.connect_timeout_s),
-        statement_timeout_ms=reader.int(
+        pool_min_size=reader.integer("DATABASE_POOL_MIN_SIZE", d.pool_min_size),
+        pool_max_size=reader.integer("DATABASE_POOL_MAX_SIZE", d.pool_max_size),
+        connect_timeout_s=reader.number("DATABASE_CONNECT_TIMEOUT_S", d.connect_timeout_s),
+        statement_timeout_ms=reader.integer(
             "DATABASE_STATEMENT_TIMEOUT_MS", d.statement_timeout_ms
         ),
     )

@@ -21,6 +21,7 @@ import socket
 import stat
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -98,8 +99,9 @@ class EmbeddedBroker:
                     f"the Tansu broker exited with code {self._process.returncode} on start "
                     f"(port {self.port}); its log: {self._log_path or 'not kept'}"
                 )
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.2
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
             ):
                 log.info("embedded broker ready on %s", self.bootstrap_servers)
                 return self.bootstrap_servers
@@ -175,7 +177,11 @@ class EmbeddedPostgres:
             ) from exc
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+            with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+                warnings.simplefilter("ignore")
+                self._server = pgserver.get_server(  # type: ignore[attr-defined]
+                    self.data_dir, cleanup_mode="stop"
+                )
         except Exception as exc:
             raise EmbeddedServiceError(
                 f"pgserver could not start PostgreSQL in {self.data_dir}: {exc}"
@@ -200,7 +206,8 @@ class EmbeddedPostgres:
         return result.stdout
 
     def _pg_ctl(self, *args: str) -> None:
-        from pgserver._commands import pg_ctl  # runs as pgserver's system user under root
+        # pgserver runs PostgreSQL as its own system user when we are root: so must pg_ctl.
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 
         if self._server is None:
             raise EmbeddedServiceError("the embedded PostgreSQL is not running")

@@ -182,9 +182,7 @@ class MigrationRunner:
 
     async def _plan_up(self, to: int | None) -> list[Migration]:
         files, applied = await self._checked()
-        return [
-            m for v, m in sorted(files.items()) if v not in applied and (to is None or v <= to)
-        ]
+        return [m for v, m in sorted(files.items()) if v not in applied and (to is None or v <= to)]
 
     async def _plan_down(self, to: int | None, steps: int | None) -> list[Migration]:
         files, applied = await self._checked()
@@ -279,9 +277,7 @@ class _AdvisoryLock:
             await self._conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
 
 
-def _compare(
-    files: dict[int, Migration], applied: dict[int, AppliedMigration]
-) -> list[Problem]:
+def _compare(files: dict[int, Migration], applied: dict[int, AppliedMigration]) -> list[Problem]:
     problems = []
     for version, row in sorted(applied.items()):
         label = f"{version:04d}_{row.name}"
