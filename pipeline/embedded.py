@@ -168,20 +168,20 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or attach to) the server and return the URL of :attr:`database`."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
-            import pgserver
+            with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+                warnings.simplefilter("ignore")
+                import pgserver
+
+                self._server = pgserver.get_server(  # type: ignore[attr-defined]
+                    self.data_dir, cleanup_mode="stop"
+                )
         except ImportError as exc:
             raise EmbeddedServiceError(
                 "the embedded PostgreSQL needs the 'embedded' extra: "
                 "pip install 'event-pipeline[embedded]'"
             ) from exc
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
-                warnings.simplefilter("ignore")
-                self._server = pgserver.get_server(  # type: ignore[attr-defined]
-                    self.data_dir, cleanup_mode="stop"
-                )
         except Exception as exc:
             raise EmbeddedServiceError(
                 f"pgserver could not start PostgreSQL in {self.data_dir}: {exc}"

@@ -1,0 +1,98 @@
+"""The configuration tree: defaults, parsing, validation, redaction."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from pipeline.config import Config, DatabaseConfig, KafkaConfig, WorkerConfig, redact_url
+from pipeline.errors import ConfigError
+
+
+def test_defaults_without_any_variable() -> None:
+    config = Config.from_env({})
+    assert config.database is None and config.kafka is None
+    assert config.topics.api_calls == "api-calls" and config.topics.dead_letters == "ingest-dlq"
+    assert config.worker.flush_interval_ms == 1000
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        config.require_database()
+    with pytest.raises(ConfigError, match="KAFKA_BOOTSTRAP_SERVERS"):
+        config.require_kafka()
+
+
+def test_values_from_the_environment() -> None:
+    config = Config.from_env(
+        {
+            "DATABASE_URL": "postgresql://app:s3cret@db:5432/events?sslmode=require",
+            "DATABASE_POOL_MAX_SIZE": "8",
+            "KAFKA_BOOTSTRAP_SERVERS": "k1:9092, k2:9092",
+            "PIPELINE_GROUP_ID": "billing",
+            "PIPELINE_FLUSH_INTERVAL_MS": "250",
+            "PIPELINE_TOPIC_API_CALLS": "calls",
+        }
+    )
+    assert config.require_database().pool_max_size == 8
+    assert config.require_kafka().bootstrap_servers == ("k1:9092", "k2:9092")
+    assert config.worker.group_id == "billing" and config.worker.flush_interval_ms == 250
+    assert config.topics.api_calls == "calls"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.worker.group_id = "other"  # type: ignore[misc]
+
+
+def test_pg_variables_compose_a_url() -> None:
+    db = Config.from_env(
+        {"PGHOST": "db", "PGPORT": "6432", "PGUSER": "u", "PGPASSWORD": "p@ss", "PGDATABASE": "e",
+         "PGSSLMODE": "verify-full"}
+    ).require_database()  # fmt: skip
+    assert db.url == "postgresql://u:p%40ss@db:6432/e?sslmode=verify-full"
+    socket_db = Config.from_env({"PGHOST": "/run/pg", "PGDATABASE": "e"}).require_database()
+    assert socket_db.url == "postgresql://postgres@/e?host=/run/pg"
+    url = Config.from_env({"DATABASE_URL": "postgresql://a@b/c", "PGHOST": "x"}).require_database()
+    assert url.url == "postgresql://a@b/c"  # DATABASE_URL wins
+
+
+def test_secrets_never_appear_in_repr() -> None:
+    config = Config.from_env(
+        {
+            "DATABASE_URL": "postgresql://app:s3cret@db/events",
+            "KAFKA_BOOTSTRAP_SERVERS": "k:9093",
+            "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "KAFKA_SASL_USERNAME": "svc",
+            "KAFKA_SASL_PASSWORD": "hunter2",
+        }
+    )
+    text = repr(config)
+    assert "s3cret" not in text and "hunter2" not in text
+    assert "postgresql://app:***@db/events" in text
+    assert redact_url("postgresql://a@b/c") == "postgresql://a@b/c"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL must start with postgresql://"),
+        ({"DATABASE_URL": "postgresql://x/y", "DATABASE_POOL_MAX_SIZE": "0"}, "POOL_MIN_SIZE"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "nohostport"}, "host:port"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "k:1", "KAFKA_SECURITY_PROTOCOL": "TLS"}, "one of PLAINTEXT"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "k:1", "KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "MECHANISM"),
+        ({"PIPELINE_FLUSH_INTERVAL_MS": "soon"}, "PIPELINE_FLUSH_INTERVAL_MS must be an integer"),
+        ({"PIPELINE_FLUSH_MAX_EVENTS": "0"}, "PIPELINE_FLUSH_MAX_EVENTS must be greater than 0"),
+        ({"PIPELINE_WEB_PORT": "70000"}, "PIPELINE_WEB_PORT"),
+        ({"PIPELINE_RETRY_INITIAL_MS": "10", "PIPELINE_RETRY_MAX_MS": "5"}, "RETRY_MAX_MS"),
+        ({"PIPELINE_TOPIC_LOGS": "api-calls"}, "distinct"),
+    ],
+)
+def test_invalid_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Config.from_env(env)
+
+
+def test_direct_construction_validates_too() -> None:
+    with pytest.raises(ConfigError):
+        DatabaseConfig(url="postgresql://x/y", pool_min_size=3, pool_max_size=2)
+    with pytest.raises(ConfigError):
+        KafkaConfig(bootstrap_servers=())
+    with pytest.raises(ConfigError):
+        WorkerConfig(group_id="")
