@@ -1,0 +1,160 @@
+"""Every Prometheus metric the pipeline exports, in one place.
+
+:class:`Metrics` registers its collectors in the registry it is given (a fresh
+``CollectorRegistry`` in tests, the worker's own registry in production), so two workers in
+one process, or tests running in parallel, never share counters. Names follow Prometheus
+conventions: ``_total`` counters, ``_seconds`` durations, base units.
+
+The alert rules (deploy/) and the dashboard refer to these names; a static test checks that
+every name they use is defined here (:data:`METRIC_NAMES`).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_FLUSH_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_BATCH_EVENTS = (1, 10, 100, 1_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000)
+_LATENCY_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+
+
+class Metrics:
+    """The worker's metrics. Labels: ``topic`` (source topic), ``table``, ``reason``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.events_consumed = Counter(
+            "pipeline_events_consumed_total",
+            "Events read from Kafka (valid and invalid), by source topic.",
+            ["topic"],
+            registry=r,
+        )
+        self.records_consumed = Counter(
+            "pipeline_records_consumed_total",
+            "Kafka records read (one record may hold many events), by source topic.",
+            ["topic"],
+            registry=r,
+        )
+        self.events_invalid = Counter(
+            "pipeline_events_invalid_total",
+            "Events rejected by the contract or by PostgreSQL, by topic and reason code.",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "pipeline_dead_letters_total",
+            "Messages published to the dead-letter topic, by source topic and reason.",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.flush_duration = Histogram(
+            "pipeline_flush_duration_seconds",
+            "Duration of a successful flush transaction (all attempts included).",
+            ["topic"],
+            buckets=_FLUSH_SECONDS,
+            registry=r,
+        )
+        self.flush_batch_events = Histogram(
+            "pipeline_flush_batch_events",
+            "Valid events applied per flush.",
+            ["topic"],
+            buckets=_BATCH_EVENTS,
+            registry=r,
+        )
+        self.rows_written = Counter(
+            "pipeline_rows_written_total",
+            "Rows inserted or updated, by table (api_usage counts upserted buckets).",
+            ["table"],
+            registry=r,
+        )
+        self.records_skipped = Counter(
+            "pipeline_replayed_records_skipped_total",
+            "Records below the PostgreSQL watermark, skipped as already applied.",
+            ["topic"],
+            registry=r,
+        )
+        self.duplicates_ignored = Counter(
+            "pipeline_duplicate_events_ignored_total",
+            "Analysis/log events whose event_id was already stored (ON CONFLICT DO NOTHING).",
+            ["table"],
+            registry=r,
+        )
+        self.flush_retries = Counter(
+            "pipeline_flush_retries_total",
+            "Flush attempts that failed with a retriable error and were retried.",
+            ["topic", "error"],
+            registry=r,
+        )
+        self.end_to_end_latency = Histogram(
+            "pipeline_end_to_end_latency_seconds",
+            "From an event's occurred_at to the commit that stored it (first event of each "
+            "record).",
+            ["topic"],
+            buckets=_LATENCY_SECONDS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "pipeline_consumer_lag",
+            "Records between the partition's high watermark and the next offset to apply.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.last_flush = Gauge(
+            "pipeline_last_successful_flush_timestamp_seconds",
+            "Unix time of the last committed flush.",
+            ["topic"],
+            registry=r,
+        )
+        self.database_available = Gauge(
+            "pipeline_database_available",
+            "1 while flushes succeed, 0 while PostgreSQL errors are being retried.",
+            registry=r,
+        )
+        self.assigned_partitions = Gauge(
+            "pipeline_assigned_partitions",
+            "Kafka partitions currently assigned to this worker.",
+            registry=r,
+        )
+        self.partitions_created = Counter(
+            "pipeline_partitions_created_total",
+            "PostgreSQL partitions created by maintenance or on demand.",
+            ["table"],
+            registry=r,
+        )
+        self.partitions_ahead = Gauge(
+            "pipeline_partitions_ahead",
+            "Partitions that exist after the current one, per table (maintenance leader).",
+            ["table"],
+            registry=r,
+        )
+        self.maintenance_last_success = Gauge(
+            "pipeline_maintenance_last_success_timestamp_seconds",
+            "Unix time of the last successful partition maintenance run.",
+            registry=r,
+        )
+        self.database_available.set(1)
+
+
+METRIC_NAMES = frozenset(
+    {
+        "pipeline_events_consumed_total",
+        "pipeline_records_consumed_total",
+        "pipeline_events_invalid_total",
+        "pipeline_dead_letters_total",
+        "pipeline_flush_duration_seconds",
+        "pipeline_flush_batch_events",
+        "pipeline_rows_written_total",
+        "pipeline_replayed_records_skipped_total",
+        "pipeline_duplicate_events_ignored_total",
+        "pipeline_flush_retries_total",
+        "pipeline_end_to_end_latency_seconds",
+        "pipeline_consumer_lag",
+        "pipeline_last_successful_flush_timestamp_seconds",
+        "pipeline_database_available",
+        "pipeline_assigned_partitions",
+        "pipeline_partitions_created_total",
+        "pipeline_partitions_ahead",
+        "pipeline_maintenance_last_success_timestamp_seconds",
+    }
+)
