@@ -1,0 +1,44 @@
+"""The event wire contract: what producers send and what the worker accepts.
+
+Public surface (see ``docs/events.md`` for the contract itself):
+
+- :class:`EventKind`, :class:`ApiCall`, :class:`Analysis`, :class:`SystemLog`, ``Event``:
+  typed events (validated output of the worker, and constructors for Python producers).
+- :func:`decode_record`: the worker's hot path, record bytes -> valid events + rejects.
+- :func:`validate_event`: validate one decoded object, raising :class:`ContractError`.
+- :class:`Reason` and ``REASON_DESCRIPTIONS``: the stable dead-letter reason codes.
+- :func:`load_schema`: the packaged JSON Schema of a kind.
+
+Importing this package does no I/O.
+"""
+
+from pipeline.contract.events import (
+    Analysis,
+    AnalysisStatus,
+    ApiCall,
+    Event,
+    EventKind,
+    LogLevel,
+    SystemLog,
+)
+from pipeline.contract.reasons import REASON_DESCRIPTIONS, VALIDATOR_REASONS, Reason
+from pipeline.contract.schemas import load_schema
+from pipeline.contract.validate import ContractError, Invalid, decode_record, validate_event
+
+__all__ = [
+    "REASON_DESCRIPTIONS",
+    "VALIDATOR_REASONS",
+    "Analysis",
+    "AnalysisStatus",
+    "ApiCall",
+    "ContractError",
+    "Event",
+    "EventKind",
+    "Invalid",
+    "LogLevel",
+    "Reason",
+    "SystemLog",
+    "decode_record",
+    "load_schema",
+    "validate_event",
+]

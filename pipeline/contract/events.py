@@ -1,0 +1,383 @@
+"""The three event kinds as typed, immutable Python objects.
+
+Each class is both what :func:`pipeline.contract.validate.decode_record` returns for a valid
+event and what a Python service builds to produce one:
+
+- The dataclass constructor stores exactly what it is given and checks nothing (it is on the
+  worker's hot path). Build events for producing with the ``new()`` classmethods instead:
+  they fill ``event_id`` (a random UUID) and ``occurred_at`` (now), apply the contract's
+  defaults and run the validator, raising :class:`~pipeline.contract.validate.ContractError`.
+- ``to_wire()`` returns the JSON object of the wire contract (``occurred_at`` as integer epoch
+  milliseconds, ``"type"`` included); ``orjson.dumps(event.to_wire())`` is a valid Kafka
+  record value, and ``validate_event(kind, event.to_wire(), now_ms=...)`` gives back an equal
+  object.
+
+Units are in the names: ``_ms`` milliseconds, ``_e8`` integer multiples of 1e-8 USD (money is
+carried as integers so that sums are exact; the ``*_usd`` properties give a ``Decimal``).
+``metadata_json`` is the compact JSON text of the ``metadata`` object, ready for a ``jsonb``
+column.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, ClassVar, TypeAlias
+
+import orjson
+
+__all__ = [
+    "Analysis",
+    "AnalysisStatus",
+    "ApiCall",
+    "Event",
+    "EventKind",
+    "LogLevel",
+    "SystemLog",
+]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_E8 = 100_000_000
+
+
+class EventKind(StrEnum):
+    """The event kinds; each has its own topic and its own JSON Schema."""
+
+    API_CALL = "api_call"
+    ANALYSIS = "analysis"
+    SYSTEM_LOG = "system_log"
+
+
+class AnalysisStatus(StrEnum):
+    """Allowed values of ``analysis.status``."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    FALLBACK = "fallback"
+
+
+class LogLevel(StrEnum):
+    """Allowed values of ``system_log.level``."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+
+
+def _usd(e8: int) -> Decimal:
+    return Decimal(e8).scaleb(-8)
+
+
+def _wire_usd(e8: int) -> float:
+    return round(e8 / _E8, 8)
+
+
+def _dt(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def _metadata(metadata_json: str | None) -> dict[str, Any] | None:
+    if metadata_json is None:
+        return None
+    value: dict[str, Any] = orjson.loads(metadata_json)
+    return value
+
+
+def _to_wire(event: ApiCall | Analysis | SystemLog) -> dict[str, object]:
+    """``"type"`` then every field under its wire name: ``occurred_at_ms`` as ``occurred_at``,
+    ``*_e8`` as ``*_usd`` (a float with 8 decimals), ``metadata_json`` as the ``metadata``
+    object, enum members as their string values."""
+    wire: dict[str, object] = {"type": event.kind.value}
+    for f in fields(event):
+        value = getattr(event, f.name)
+        if f.name == "occurred_at_ms":
+            wire["occurred_at"] = value
+        elif f.name.endswith("_e8"):
+            wire[f.name.removesuffix("_e8") + "_usd"] = _wire_usd(value)
+        elif f.name == "metadata_json":
+            wire["metadata"] = _metadata(value)
+        else:
+            wire[f.name] = value.value if isinstance(value, StrEnum) else value
+    return wire
+
+
+def _wire_common(
+    kind: EventKind,
+    event_id: str | uuid.UUID | None,
+    occurred_at: datetime | int | None,
+    now: datetime | None,
+) -> tuple[dict[str, object], int]:
+    """The ``type``/``event_id``/``occurred_at`` part of a wire object, and ``now_ms``."""
+    if now is None:
+        now = datetime.now(UTC)
+    elif now.tzinfo is None:
+        raise ValueError("now must be an aware datetime")
+    now_ms = (now - _EPOCH) // timedelta(milliseconds=1)
+    if occurred_at is None:
+        occurred_at = now_ms
+    wire_time: object = (
+        occurred_at.isoformat(timespec="microseconds")
+        if isinstance(occurred_at, datetime)
+        else occurred_at
+    )
+    wire_id = str(uuid.uuid4()) if event_id is None else str(event_id)
+    return {"type": kind.value, "event_id": wire_id, "occurred_at": wire_time}, now_ms
+
+
+def _checked(kind: EventKind, wire: dict[str, object], now_ms: int) -> Event:
+    from pipeline.contract.validate import validate_event  # events <- validate import cycle
+
+    return validate_event(kind, wire, now_ms=now_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCall:
+    """One API call, counted into hourly usage buckets (topic ``api-calls``)."""
+
+    kind: ClassVar[EventKind] = EventKind.API_CALL
+
+    event_id: str
+    occurred_at_ms: int
+    service: str
+    endpoint: str
+    method: str
+    success: bool
+    response_time_ms: float
+    user_id: str | None = None
+    organization_id: str | None = None
+    status_code: int | None = None
+    tokens: int = 0
+    cost_e8: int = 0
+
+    @property
+    def cost_usd(self) -> Decimal:
+        """``cost_e8`` as an exact ``Decimal`` amount of USD."""
+        return _usd(self.cost_e8)
+
+    @property
+    def occurred_at(self) -> datetime:
+        """``occurred_at_ms`` as an aware UTC datetime."""
+        return _dt(self.occurred_at_ms)
+
+    def to_wire(self) -> dict[str, object]:
+        """The contract's JSON object for this event (see the module docstring)."""
+        return _to_wire(self)
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        service: str,
+        endpoint: str,
+        method: str,
+        success: bool,
+        response_time_ms: float,
+        user_id: str | None = None,
+        organization_id: str | None = None,
+        status_code: int | None = None,
+        tokens: int = 0,
+        cost_usd: float | Decimal = 0,
+        event_id: str | uuid.UUID | None = None,
+        occurred_at: datetime | int | None = None,
+        now: datetime | None = None,
+    ) -> ApiCall:
+        """A validated event; ``occurred_at`` defaults to ``now`` (default: the clock).
+
+        Raises :class:`~pipeline.contract.validate.ContractError` if a value breaks the
+        contract.
+        """
+        wire, now_ms = _wire_common(cls.kind, event_id, occurred_at, now)
+        wire.update(
+            service=service,
+            endpoint=endpoint,
+            method=method,
+            success=success,
+            response_time_ms=response_time_ms,
+            user_id=user_id,
+            organization_id=organization_id,
+            status_code=status_code,
+            tokens=tokens,
+            cost_usd=float(cost_usd) if isinstance(cost_usd, Decimal) else cost_usd,
+        )
+        event = _checked(cls.kind, wire, now_ms)
+        assert isinstance(event, cls)
+        return event
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """One AI analysis state change (topic ``analysis-events``); stored once per event_id."""
+
+    kind: ClassVar[EventKind] = EventKind.ANALYSIS
+
+    event_id: str
+    occurred_at_ms: int
+    model_type: str
+    status: AnalysisStatus
+    user_id: str | None = None
+    organization_id: str | None = None
+    entry_id: str | None = None
+    model_version: str | None = None
+    analysis_version: str | None = None
+    request_tokens: int = 0
+    response_tokens: int = 0
+    tokens_used: int = 0
+    api_cost_e8: int = 0
+    processing_time_ms: float | None = None
+    queue_wait_time_ms: float | None = None
+    total_processing_time_ms: float | None = None
+    caching_used: bool = False
+    batch_processed: bool = False
+    fallback_used: bool = False
+    region_processed: str | None = None
+    processing_attempts: int = 1
+    error_type: str | None = None
+    metadata_json: str | None = None
+
+    @property
+    def api_cost_usd(self) -> Decimal:
+        """``api_cost_e8`` as an exact ``Decimal`` amount of USD."""
+        return _usd(self.api_cost_e8)
+
+    @property
+    def occurred_at(self) -> datetime:
+        """``occurred_at_ms`` as an aware UTC datetime."""
+        return _dt(self.occurred_at_ms)
+
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        """``metadata_json`` parsed (a new dict on every access)."""
+        return _metadata(self.metadata_json)
+
+    def to_wire(self) -> dict[str, object]:
+        """The contract's JSON object for this event (see the module docstring)."""
+        return _to_wire(self)
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        model_type: str,
+        status: AnalysisStatus | str,
+        user_id: str | None = None,
+        organization_id: str | None = None,
+        entry_id: str | None = None,
+        model_version: str | None = None,
+        analysis_version: str | None = None,
+        request_tokens: int = 0,
+        response_tokens: int = 0,
+        tokens_used: int | None = None,
+        api_cost_usd: float | Decimal = 0,
+        processing_time_ms: float | None = None,
+        queue_wait_time_ms: float | None = None,
+        total_processing_time_ms: float | None = None,
+        caching_used: bool = False,
+        batch_processed: bool = False,
+        fallback_used: bool = False,
+        region_processed: str | None = None,
+        processing_attempts: int = 1,
+        error_type: str | None = None,
+        metadata: Mapping[str, object] | None = None,
+        event_id: str | uuid.UUID | None = None,
+        occurred_at: datetime | int | None = None,
+        now: datetime | None = None,
+    ) -> Analysis:
+        """A validated event with the contract's defaults (``tokens_used`` = request +
+        response tokens, ``total_processing_time_ms`` = processing + queue wait when both are
+        given). Raises :class:`~pipeline.contract.validate.ContractError`."""
+        wire, now_ms = _wire_common(cls.kind, event_id, occurred_at, now)
+        wire.update(
+            model_type=model_type,
+            status=status,
+            user_id=user_id,
+            organization_id=organization_id,
+            entry_id=entry_id,
+            model_version=model_version,
+            analysis_version=analysis_version,
+            request_tokens=request_tokens,
+            response_tokens=response_tokens,
+            tokens_used=tokens_used,
+            api_cost_usd=float(api_cost_usd) if isinstance(api_cost_usd, Decimal) else api_cost_usd,
+            processing_time_ms=processing_time_ms,
+            queue_wait_time_ms=queue_wait_time_ms,
+            total_processing_time_ms=total_processing_time_ms,
+            caching_used=caching_used,
+            batch_processed=batch_processed,
+            fallback_used=fallback_used,
+            region_processed=region_processed,
+            processing_attempts=processing_attempts,
+            error_type=error_type,
+            metadata=None if metadata is None else dict(metadata),
+        )
+        event = _checked(cls.kind, wire, now_ms)
+        assert isinstance(event, cls)
+        return event
+
+
+@dataclass(frozen=True, slots=True)
+class SystemLog:
+    """One log line from a service (topic ``system-logs``); stored once per event_id."""
+
+    kind: ClassVar[EventKind] = EventKind.SYSTEM_LOG
+
+    event_id: str
+    occurred_at_ms: int
+    level: LogLevel
+    service: str
+    message: str
+    metadata_json: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+
+    @property
+    def occurred_at(self) -> datetime:
+        """``occurred_at_ms`` as an aware UTC datetime."""
+        return _dt(self.occurred_at_ms)
+
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        """``metadata_json`` parsed (a new dict on every access)."""
+        return _metadata(self.metadata_json)
+
+    def to_wire(self) -> dict[str, object]:
+        """The contract's JSON object for this event (see the module docstring)."""
+        return _to_wire(self)
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        level: LogLevel | str,
+        service: str,
+        message: str,
+        metadata: Mapping[str, object] | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        event_id: str | uuid.UUID | None = None,
+        occurred_at: datetime | int | None = None,
+        now: datetime | None = None,
+    ) -> SystemLog:
+        """A validated event; raises :class:`~pipeline.contract.validate.ContractError`."""
+        wire, now_ms = _wire_common(cls.kind, event_id, occurred_at, now)
+        wire.update(
+            level=level,
+            service=service,
+            message=message,
+            metadata=None if metadata is None else dict(metadata),
+            user_id=user_id,
+            session_id=session_id,
+        )
+        event = _checked(cls.kind, wire, now_ms)
+        assert isinstance(event, cls)
+        return event
+
+
+Event: TypeAlias = ApiCall | Analysis | SystemLog
+"""Any validated event."""

@@ -1,0 +1,126 @@
+"""Poison items agree with the real validator; every valid item validates."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from pipeline.contract import (
+    VALIDATOR_REASONS,
+    Analysis,
+    ApiCall,
+    EventKind,
+    Reason,
+    SystemLog,
+    decode_record,
+)
+from pipeline.workload import (
+    EventFactory,
+    Item,
+    WorkloadSpec,
+    generate,
+    occurred_ms,
+    pack,
+    poison_items,
+    reasons_for,
+)
+
+START = 1_767_225_600_000
+
+
+def poison_of(kind: EventKind, n: int, seed: int = 7) -> list[Item]:
+    rng = random.Random(seed)
+    factory = EventFactory(rng, START)
+    return list(poison_items(rng, kind, n, start_ms=START, make_valid=factory.maker(kind)))
+
+
+def record_value(item: Item) -> bytes:
+    return item.raw if item.raw is not None else orjson.dumps(item.event)
+
+
+def test_reasons_cover_every_validator_reason() -> None:
+    assert Reason.TOO_LARGE not in reasons_for(EventKind.API_CALL)
+    assert Reason.INVALID_NUMBER not in reasons_for(EventKind.SYSTEM_LOG)
+    assert set(reasons_for(EventKind.ANALYSIS)) == VALIDATOR_REASONS
+    covered = {r for kind in EventKind for r in reasons_for(kind)}
+    assert covered == VALIDATOR_REASONS
+
+
+@pytest.mark.parametrize("kind", list(EventKind))
+def test_round_robin_covers_all_reasons(kind: EventKind) -> None:
+    reasons = reasons_for(kind)
+    items = poison_of(kind, len(reasons))
+    assert [i.poison for i in items] == list(reasons)
+    assert all(i.kind is kind for i in items)
+    for item in items:
+        is_record = item.poison in (Reason.MALFORMED_JSON, Reason.NOT_AN_OBJECT)
+        assert (item.raw is not None) is is_record
+        assert (item.event is not None) is not is_record
+
+
+@pytest.mark.parametrize("kind", list(EventKind))
+def test_validator_gives_the_expected_reason(kind: EventKind) -> None:
+    # Six rounds: every variant of every reason (the longest list has six).
+    items = poison_of(kind, 6 * len(reasons_for(kind)))
+    for item in items:
+        valid, invalid = decode_record(kind, record_value(item), now_ms=START)
+        assert valid == []
+        assert len(invalid) == 1, item
+        assert invalid[0][0].reason == item.poison, (item, invalid[0][0].detail)
+
+
+@pytest.mark.parametrize("kind", list(EventKind))
+def test_poison_events_inside_an_array_are_rejected_alone(kind: EventKind) -> None:
+    rng = random.Random(3)
+    factory = EventFactory(rng, START)
+    make = factory.maker(kind)
+    items: list[Item] = []
+    for poison in poison_of(kind, 3 * len(reasons_for(kind))):
+        items += [Item(kind, make()), poison]
+    for record in pack(items, "batched"):
+        valid, invalid = decode_record(kind, record.value, now_ms=START)
+        assert len(valid) + len(invalid) == record.events
+        assert len(invalid) == record.poison
+
+
+def test_generated_stream_agrees_with_validator() -> None:
+    spec = WorkloadSpec(
+        api_calls=10_000,
+        start_ms=START,
+        invalid_fraction=0.05,
+        late_fraction=0.05,
+        duplicate_fraction=0.05,
+    )
+    seen = set()
+    for item in generate(spec):
+        valid, invalid = decode_record(item.kind, record_value(item), now_ms=spec.start_ms)
+        if item.poison is not None:
+            assert valid == []
+            assert [i.reason for i, _ in invalid] == [item.poison]
+            seen.add((item.kind, item.poison))
+            continue
+        assert invalid == [], (item, invalid)
+        assert len(valid) == 1
+        event, wire = valid[0], item.event
+        assert wire is not None
+        assert event.kind is item.kind
+        assert event.event_id == wire["event_id"]
+        assert event.occurred_at_ms == occurred_ms(wire["occurred_at"])
+        if isinstance(event, ApiCall):
+            assert event.cost_usd == Decimal(str(wire["cost_usd"]))
+            assert event.to_wire() == {**wire, "occurred_at": event.occurred_at_ms}
+        elif isinstance(event, Analysis):
+            assert event.api_cost_usd == Decimal(str(wire["api_cost_usd"]))
+            assert event.to_wire() == {**wire, "occurred_at": event.occurred_at_ms}
+        else:
+            assert isinstance(event, SystemLog)
+            assert event.to_wire() == {**wire, "occurred_at": event.occurred_at_ms}
+    assert seen == {(kind, r) for kind in EventKind for r in reasons_for(kind)}
+
+
+def test_poison_items_rejects_negative_count() -> None:
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        poison_of(EventKind.API_CALL, -1)
