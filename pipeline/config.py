@@ -98,6 +98,9 @@ class KafkaConfig:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     client_id: str = "event-pipeline"
+    # Idempotent producers (no duplicates on producer retries) need InitProducerId, which
+    # Apache Kafka supports and the embedded Tansu broker does not.
+    idempotent_producer: bool = True
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers or not all(self.bootstrap_servers):
@@ -245,6 +248,7 @@ class Config:
                 ssl_certfile=reader.text("KAFKA_SSL_CERTFILE"),
                 ssl_keyfile=reader.text("KAFKA_SSL_KEYFILE"),
                 client_id=reader.text("KAFKA_CLIENT_ID") or "event-pipeline",
+                idempotent_producer=reader.flag("KAFKA_IDEMPOTENT_PRODUCER", True),
             )
             if bootstrap
             else None
@@ -307,6 +311,16 @@ class _Reader:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
     def number(self, name: str, default: float) -> float:
         raw = self.text(name)

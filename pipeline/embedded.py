@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
+from pipeline.config import KafkaConfig
 from pipeline.errors import EmbeddedServiceError
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,10 @@ class EmbeddedBroker:
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def kafka_config(self) -> KafkaConfig:
+        """Settings for this broker (Tansu has no idempotent producers)."""
+        return KafkaConfig(bootstrap_servers=(self.bootstrap_servers,), idempotent_producer=False)
 
     def start(self, timeout_s: float = 15.0) -> str:
         """Start the broker; return ``host:port`` once it accepts TCP connections."""

@@ -151,6 +151,6 @@ def kafka(env_config: Config, tmp_path_factory: pytest.TempPathFactory) -> Itera
     broker = EmbeddedBroker(log_path=tmp_path_factory.mktemp("kafka") / "broker.log")
     broker.start()
     try:
-        yield KafkaConfig(bootstrap_servers=(broker.bootstrap_servers,))
+        yield broker.kafka_config()
     finally:
         broker.stop()

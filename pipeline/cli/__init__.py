@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pipeline import __version__
-from pipeline.cli import demo, migrate, partitions
+from pipeline.cli import demo, migrate, partitions, worker
 from pipeline.config import Config
 from pipeline.errors import ConfigError, PipelineError
 
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(commands)
     migrate.register(commands)
     partitions.register(commands)
+    worker.register(commands)
     return parser
 
 

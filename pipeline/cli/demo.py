@@ -72,7 +72,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
             with EmbeddedBroker(log_path=Path(tmp) / "broker.log") as broker:
                 _done(t, broker.bootstrap_servers)
                 database = DatabaseConfig(url=pg.url)
-                kafka = KafkaConfig(bootstrap_servers=(broker.bootstrap_servers,))
+                kafka = broker.kafka_config()
                 asyncio.run(_prepare(config, database, kafka, args.partitions))
                 if args.keep:
                     _wait_for_interrupt(pg.url, broker.bootstrap_servers)

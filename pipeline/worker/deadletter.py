@@ -80,7 +80,7 @@ class DeadLetterPublisher:
         self._producer: Any = AIOKafkaProducer(
             **client_options(config),
             acks="all",
-            enable_idempotence=True,
+            enable_idempotence=config.idempotent_producer,
             linger_ms=5,
             max_request_size=4 * 1024 * 1024,
         )

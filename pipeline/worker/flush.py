@@ -207,6 +207,7 @@ class Flusher:
         await self._dead_letters.publish(self.topic, todo)
         for rec, rej in todo:
             published.add((rec.partition, rec.offset, rej.index))
+            self._metrics.events_invalid.labels(self.topic, str(rej.reason)).inc()
             self._metrics.dead_letters.labels(self.topic, str(rej.reason)).inc()
 
     async def _apply(
