@@ -5,8 +5,8 @@
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
 echo "==> ruff (lint and format)"
-ruff check pipeline tests
-ruff format --check pipeline tests
+ruff check pipeline tests bench
+ruff format --check pipeline tests bench
 
 echo "==> mypy --strict"
 mypy
