@@ -34,10 +34,6 @@ from pipeline.worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
-# Records per take. A take is one flush; at full speed faust fills it in well under the
-# flush interval. 500 batched records hold up to 250,000 events.
-MAX_RECORDS_PER_TAKE = 2_000
-
 
 def _credentials(kafka: KafkaConfig) -> Any:
     options = client_options(kafka)
@@ -82,10 +78,13 @@ def create_app(config: Config, runtime: WorkerRuntime) -> Any:
         topic_allow_declare=False,
     )
     interval_s = worker.flush_interval_ms / 1000
+    # A take is one flush: flush_max_records records or flush_interval, whichever first.
 
     for kind, topic_name in runtime.topics.items():
         topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
-        app.agent(topic, name=f"ingest-{kind.value}")(_make_agent(runtime, kind, interval_s))
+        app.agent(topic, name=f"ingest-{kind.value}")(
+            _make_agent(runtime, kind, worker.flush_max_records, interval_s)
+        )
 
     async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         runtime.assigned = {(tp.topic, tp.partition) for tp in assigned}
@@ -125,7 +124,9 @@ def create_app(config: Config, runtime: WorkerRuntime) -> Any:
     return app
 
 
-def _make_agent(runtime: WorkerRuntime, kind: EventKind, interval_s: float) -> Any:
+def _make_agent(
+    runtime: WorkerRuntime, kind: EventKind, max_records: int, interval_s: float
+) -> Any:
     metrics = runtime.metrics
     clock = runtime.clock
 
@@ -135,7 +136,7 @@ def _make_agent(runtime: WorkerRuntime, kind: EventKind, interval_s: float) -> A
         topic = flusher.topic
         consumed = metrics.events_consumed.labels(topic)
         records = metrics.records_consumed.labels(topic)
-        async for events in stream.noack_take(MAX_RECORDS_PER_TAKE, within=interval_s):
+        async for events in stream.noack_take(max_records, within=interval_s):
             batch = Batch(topic, kind)
             now_ms = int(clock() * 1000)
             for event in events:

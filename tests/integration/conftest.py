@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import pytest
+import pytest_asyncio
+
+from pipeline.config import DatabaseConfig, KafkaConfig
+from tests.integration.harness import Pipeline
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.path).replace("\\", "/"):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest_asyncio.fixture
+async def stack(
+    migrated_database: DatabaseConfig, kafka: KafkaConfig, tmp_path: Path
+) -> AsyncIterator[Pipeline]:
+    """One test's pipeline: unique topics and group, its own database, workers it starts."""
+    pipeline = Pipeline(migrated_database, kafka, tmp_path)
+    await pipeline.create_topics()
+    try:
+        yield pipeline
+    finally:
+        pipeline.stop_all()

@@ -78,7 +78,7 @@ def test_secrets_never_appear_in_repr() -> None:
         ({"KAFKA_BOOTSTRAP_SERVERS": "k:1", "KAFKA_SECURITY_PROTOCOL": "TLS"}, "one of PLAINTEXT"),
         ({"KAFKA_BOOTSTRAP_SERVERS": "k:1", "KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "MECHANISM"),
         ({"PIPELINE_FLUSH_INTERVAL_MS": "soon"}, "PIPELINE_FLUSH_INTERVAL_MS must be an integer"),
-        ({"PIPELINE_FLUSH_MAX_EVENTS": "0"}, "PIPELINE_FLUSH_MAX_EVENTS must be greater than 0"),
+        ({"PIPELINE_FLUSH_MAX_RECORDS": "0"}, "PIPELINE_FLUSH_MAX_RECORDS must be greater than 0"),
         ({"PIPELINE_WEB_PORT": "70000"}, "PIPELINE_WEB_PORT"),
         ({"PIPELINE_RETRY_INITIAL_MS": "10", "PIPELINE_RETRY_MAX_MS": "5"}, "RETRY_MAX_MS"),
         ({"PIPELINE_TOPIC_LOGS": "api-calls"}, "distinct"),

@@ -1,0 +1,210 @@
+"""Running real worker processes against the test suite's broker and PostgreSQL.
+
+A :class:`Pipeline` owns one test's topics (unique names), consumer group and database,
+starts ``pipeline worker`` processes with the matching environment, produces workload
+records while remembering the offsets the broker acknowledged, and waits until the
+PostgreSQL watermark covers them. Nothing here mocks Kafka or PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from pipeline.config import DatabaseConfig, KafkaConfig, TopicsConfig
+from pipeline.contract import EventKind
+from pipeline.embedded import free_port
+from pipeline.kafka import client_options, ensure_topics
+from pipeline.verify import totals_from_database, wait_for_watermarks
+from pipeline.workload import ExpectedTotals, Item, pack
+from tests.conftest import REPO, unique_name
+
+PARTITIONS = 4
+
+
+@dataclass
+class WorkerProcess:
+    worker_id: str
+    web_port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def signal(self, sig: int) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def wait(self, timeout: float = 60) -> int:
+        return self.process.wait(timeout)
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=2) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+
+@dataclass
+class Pipeline:
+    database: DatabaseConfig
+    kafka: KafkaConfig
+    tmp: Path
+    group: str = field(default_factory=lambda: unique_name("group"))
+    topics: TopicsConfig = field(
+        default_factory=lambda: TopicsConfig(
+            api_calls=unique_name("calls"),
+            analyses=unique_name("analyses"),
+            logs=unique_name("logs"),
+            dead_letters=unique_name("dlq"),
+        )
+    )
+    workers: list[WorkerProcess] = field(default_factory=list)
+    acked: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def topic_of(self, kind: EventKind) -> str:
+        return {
+            EventKind.API_CALL: self.topics.api_calls,
+            EventKind.ANALYSIS: self.topics.analyses,
+            EventKind.SYSTEM_LOG: self.topics.logs,
+        }[kind]
+
+    async def create_topics(self) -> None:
+        t = self.topics
+        names = [t.api_calls, t.analyses, t.logs, t.dead_letters]
+        await ensure_topics(self.kafka, names, partitions=PARTITIONS)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "PIPELINE_"))}
+        env.update(
+            {
+                "PYTHONPATH": str(REPO),
+                "DATABASE_URL": self.database.url,
+                "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap,
+                "KAFKA_IDEMPOTENT_PRODUCER": "true" if self.kafka.idempotent_producer else "false",
+                "PIPELINE_GROUP_ID": self.group,
+                "PIPELINE_TOPIC_API_CALLS": self.topics.api_calls,
+                "PIPELINE_TOPIC_ANALYSES": self.topics.analyses,
+                "PIPELINE_TOPIC_LOGS": self.topics.logs,
+                "PIPELINE_TOPIC_DEAD_LETTERS": self.topics.dead_letters,
+                "PIPELINE_FLUSH_INTERVAL_MS": "200",
+                "PIPELINE_RETRY_INITIAL_MS": "50",
+                "PIPELINE_RETRY_MAX_MS": "1000",
+                "PIPELINE_SHUTDOWN_TIMEOUT_S": "20",
+            }
+        )
+        env.update(extra)
+        return env
+
+    def start_worker(self, name: str | None = None, **extra_env: str) -> WorkerProcess:
+        worker_id = name or f"w{len(self.workers) + 1}"
+        port = free_port()
+        log_path = self.tmp / f"{worker_id}-{len(self.workers)}.log"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "--log-level", "INFO", "worker",
+             "--worker-id", worker_id, "--web-port", str(port)],
+            env=self.env(**extra_env), stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+            cwd=self.tmp,
+        )  # fmt: skip
+        worker = WorkerProcess(worker_id, port, process, log_path)
+        self.workers.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        for w in self.workers:
+            w.signal(signal.SIGTERM)
+        for w in self.workers:
+            try:
+                w.wait(30)
+            except subprocess.TimeoutExpired:
+                w.process.kill()
+                w.wait(10)
+
+    def logs(self) -> str:
+        return "\n\n".join(f"--- {w.worker_id} ---\n{w.log_tail()}" for w in self.workers)
+
+    async def produce(
+        self, items: Iterable[Item], *, shape: str = "batched", max_events: int = 500
+    ) -> int:
+        """Pack and send ``items``; remember the acknowledged offsets. Returns records sent."""
+        by_kind: dict[EventKind, list[Item]] = {}
+        for item in items:
+            by_kind.setdefault(item.kind, []).append(item)
+        producer = AIOKafkaProducer(
+            **client_options(self.kafka), acks="all", linger_ms=5, max_request_size=4 << 20
+        )
+        await producer.start()
+        sent = 0
+        try:
+            futures = []
+            for kind, kind_items in by_kind.items():
+                topic = self.topic_of(kind)
+                for record in pack(kind_items, shape, max_events=max_events):  # type: ignore[arg-type]
+                    futures.append(await producer.send(topic, record.value))
+                    sent += 1
+            for metadata in await asyncio.gather(*futures):
+                key = (metadata.topic, metadata.partition)
+                self.acked[key] = max(self.acked.get(key, 0), metadata.offset + 1)
+        finally:
+            await producer.stop()
+        return sent
+
+    async def connect(self) -> Any:
+        return await asyncpg.connect(self.database.url)
+
+    async def wait_applied(self, timeout_s: float = 120) -> None:
+        """Wait until the watermark covers every acknowledged record."""
+        conn = await self.connect()
+        try:
+            done = await wait_for_watermarks(conn, self.group, self.acked, timeout_s=timeout_s)
+        finally:
+            await conn.close()
+        assert done, f"not everything was applied within {timeout_s}s\n{self.logs()}"
+
+    async def totals(self) -> ExpectedTotals:
+        conn = await self.connect()
+        try:
+            return await totals_from_database(conn)
+        finally:
+            await conn.close()
+
+    async def dead_letters(self, *, idle_s: float = 3.0) -> list[Any]:
+        """Every message on the dead-letter topic (reads until ``idle_s`` without data)."""
+        consumer = AIOKafkaConsumer(
+            self.topics.dead_letters,
+            **client_options(self.kafka),
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        messages: list[Any] = []
+        try:
+            idle_since = time.monotonic()
+            while time.monotonic() - idle_since < idle_s:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    messages.extend(records)
+                    idle_since = time.monotonic()
+        finally:
+            await consumer.stop()
+        return messages
+
+
+def headers_of(message: Any) -> dict[str, str]:
+    return {k: v.decode() for k, v in (message.headers or ())}
