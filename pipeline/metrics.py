@@ -80,6 +80,13 @@ class Metrics:
             ["table"],
             registry=r,
         )
+        self.offset_gaps = Counter(
+            "pipeline_offset_gaps_total",
+            "Batches whose first offset lies above the stored watermark: records in between "
+            "were never applied (Kafka retention, or a consumer position ahead of PostgreSQL).",
+            ["topic"],
+            registry=r,
+        )
         self.flush_retries = Counter(
             "pipeline_flush_retries_total",
             "Flush attempts that failed with a retriable error and were retried.",
@@ -148,6 +155,7 @@ METRIC_NAMES = frozenset(
         "pipeline_replayed_records_skipped_total",
         "pipeline_duplicate_events_ignored_total",
         "pipeline_flush_retries_total",
+        "pipeline_offset_gaps_total",
         "pipeline_end_to_end_latency_seconds",
         "pipeline_consumer_lag",
         "pipeline_last_successful_flush_timestamp_seconds",
@@ -156,5 +164,6 @@ METRIC_NAMES = frozenset(
         "pipeline_partitions_created_total",
         "pipeline_partitions_ahead",
         "pipeline_maintenance_last_success_timestamp_seconds",
+        "pipeline_offset_gaps_total",
     }
 )

@@ -175,6 +175,7 @@ class Flusher:
                 stored = await offsets.lock(
                     conn, self.group, self.topic, batch.partitions(), self.worker_id
                 )
+                self._check_gaps(batch, stored)
                 work, dropped = batch.split_replayed(stored)
                 if dropped:
                     log.info(
@@ -191,6 +192,28 @@ class Flusher:
         self._watermarks.update(new)
         rejected = sum(len(r.rejected) for r in work.records) + len(db_rejected)
         return applied, rejected, rows, dropped
+
+    def _check_gaps(self, batch: Batch, stored: dict[int, int]) -> None:
+        """Records between the stored watermark and the batch's first offset were never
+        applied by any worker of the group. Kafka offsets of our topics are contiguous, so
+        this means the consumer started past the watermark (retention deleted the records,
+        or an offset commit ran ahead of PostgreSQL). The batch still applies (stopping
+        would not bring the records back); operators reset the group's Kafka offsets to the
+        watermark to reprocess (docs/operations.md)."""
+        for partition, first in batch.first_offsets().items():
+            mark = stored.get(partition, 0)
+            if 0 < mark < first:
+                self._metrics.offset_gaps.labels(self.topic).inc()
+                log.error(
+                    "%s[%d]: records %d..%d were never applied (watermark %d, batch starts "
+                    "at %d); see docs/operations.md, 'Offset gaps'",
+                    self.topic,
+                    partition,
+                    mark,
+                    first - 1,
+                    mark,
+                    first,
+                )
 
     async def _publish(
         self,
