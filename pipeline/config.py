@@ -156,7 +156,8 @@ class WorkerConfig:
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     web_port: int = 6066
     flush_interval_ms: int = 1_000
-    flush_max_records: int = 2_000
+    flush_max_records: int = 500
+    flush_max_events: int = 100_000
     retry_initial_ms: int = 100
     retry_max_ms: int = 30_000
     shutdown_timeout_s: float = 30.0
@@ -169,6 +170,7 @@ class WorkerConfig:
             raise ConfigError(f"PIPELINE_WEB_PORT must be 0..65535, got {self.web_port}")
         _positive("PIPELINE_FLUSH_INTERVAL_MS", self.flush_interval_ms)
         _positive("PIPELINE_FLUSH_MAX_RECORDS", self.flush_max_records)
+        _positive("PIPELINE_FLUSH_MAX_EVENTS", self.flush_max_events)
         _positive("PIPELINE_RETRY_INITIAL_MS", self.retry_initial_ms)
         if self.retry_max_ms < self.retry_initial_ms:
             raise ConfigError("PIPELINE_RETRY_MAX_MS must be at least PIPELINE_RETRY_INITIAL_MS")

@@ -164,6 +164,5 @@ METRIC_NAMES = frozenset(
         "pipeline_partitions_created_total",
         "pipeline_partitions_ahead",
         "pipeline_maintenance_last_success_timestamp_seconds",
-        "pipeline_offset_gaps_total",
     }
 )

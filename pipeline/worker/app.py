@@ -1,10 +1,11 @@
 """The faust app: built by :func:`create_app` from the configuration, never at import time.
 
 One agent per source topic reads with ``stream.noack_take(max_records, within)``: faust
-never acks those events by itself. Each take is decoded and validated into a
-:class:`~pipeline.worker.batch.Batch` and handed to the topic's
+never acks those events by itself. Takes are decoded and validated into the topic's
+pending :class:`~pipeline.worker.batch.Batch` (:mod:`pipeline.worker.ingest`), flushed by
+size (``flush_max_events``) or age (``flush_interval_ms``) through the topic's
 :class:`~pipeline.worker.flush.Flusher`; when ``flush`` returns, the batch's effect and
-watermark are committed in PostgreSQL, and only then does the agent ack the take's events.
+watermark are committed in PostgreSQL, and only then are its events acked.
 Faust commits acked offsets to Kafka later: those commits only tell a restarted consumer
 where to start fetching; the PostgreSQL watermark decides what is applied.
 
@@ -20,6 +21,7 @@ A leader-only timer runs partition maintenance.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -29,7 +31,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pipeline.config import Config, KafkaConfig
 from pipeline.contract import EventKind
 from pipeline.kafka import client_options
-from pipeline.worker.batch import Batch, Record
+from pipeline.worker.batch import Batch
+from pipeline.worker.flush import Flusher
+from pipeline.worker.ingest import TopicIngest
 from pipeline.worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -78,7 +82,6 @@ def create_app(config: Config, runtime: WorkerRuntime) -> Any:
         topic_allow_declare=False,
     )
     interval_s = worker.flush_interval_ms / 1000
-    # A take is one flush: flush_max_records records or flush_interval, whichever first.
 
     for kind, topic_name in runtime.topics.items():
         topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
@@ -127,44 +130,35 @@ def create_app(config: Config, runtime: WorkerRuntime) -> Any:
 def _make_agent(
     runtime: WorkerRuntime, kind: EventKind, max_records: int, interval_s: float
 ) -> Any:
-    metrics = runtime.metrics
-    clock = runtime.clock
-
     async def agent(stream: Any) -> None:
         await runtime.start()  # the first agent connects; the others wait for it
         flusher = runtime.flushers[kind]
-        topic = flusher.topic
-        consumed = metrics.events_consumed.labels(topic)
-        records = metrics.records_consumed.labels(topic)
-        async for events in stream.noack_take(max_records, within=interval_s):
-            batch = Batch(topic, kind)
-            now_ms = int(clock() * 1000)
-            for event in events:
-                message = event.message
-                batch.add(
-                    Record.decode(
-                        kind,
-                        message.partition,
-                        message.offset,
-                        int(message.timestamp * 1000),
-                        message.value,
-                        now_ms=now_ms,
-                    )
-                )
-            records.inc(len(batch))
-            consumed.inc(sum(len(r.events) + len(r.rejected) for r in batch.records))
-            await flusher.flush(batch)
-            for event in events:
-                await stream.ack(event)
-            _update_lag(stream, runtime, flusher.topic, batch)
+        ingest = TopicIngest(
+            flusher,
+            kind,
+            max_events=runtime.config.worker.flush_max_events,
+            interval_s=interval_s,
+            ack=stream.ack,
+            metrics=runtime.metrics,
+            clock=runtime.clock,
+            on_flushed=lambda batch, _result: _update_lag(stream, runtime, flusher, batch),
+        )
+        timer = asyncio.ensure_future(ingest.run_timer())
+        try:
+            # Short takes keep decoding spread out; flushes follow size or age, not takes.
+            async for events in stream.noack_take(max_records, within=min(interval_s, 0.1)):
+                await ingest.add(events)
+        finally:
+            timer.cancel()
+            await ingest.close()
 
     agent.__name__ = f"ingest_{kind.value}"
     return agent
 
 
-def _update_lag(stream: Any, runtime: WorkerRuntime, topic: str, batch: Batch) -> None:
+def _update_lag(stream: Any, runtime: WorkerRuntime, flusher: Flusher, batch: Batch) -> None:
     consumer = stream.app.consumer
-    flusher = next(f for f in runtime.flushers.values() if f.topic == topic)
+    topic = flusher.topic
     for partition in batch.partitions():
         try:
             high = consumer.highwater(faust.types.TP(topic, partition))

@@ -40,7 +40,7 @@ from pipeline.errors import (
 )
 from pipeline.metrics import Metrics
 from pipeline.worker import offsets, writes
-from pipeline.worker.aggregate import HOUR_MS, aggregate
+from pipeline.worker.aggregate import HOUR_MS, BucketKey, aggregate
 from pipeline.worker.batch import Batch, Record, Rejected
 from pipeline.worker.deadletter import DeadLetterSink
 from pipeline.worker.partitions import TABLES, PartitionGuard
@@ -162,15 +162,22 @@ class Flusher:
         self, batch: Batch, published: set[tuple[int, int, int | None]]
     ) -> tuple[int, int, int, int]:
         """Returns (events applied, rejected, rows written, records skipped in the txn)."""
+        hours = {e.occurred_at_ms - e.occurred_at_ms % HOUR_MS for e in batch.events()}
         async with self._pool.acquire() as conn:
             expired = await self._guard.prepare(
                 conn,
-                (e.occurred_at_ms for e in batch.events()),
+                hours,
                 on_created=lambda t: self._metrics.partitions_created.labels(t).inc(),
             )
             if expired:
                 _reject_expired(batch, self._guard, expired)
             await self._publish(batch_rejections(batch), published)
+            # CPU work before the transaction opens: rows stay locked for less time.
+            buckets = (
+                aggregate(e for e in batch.events() if isinstance(e, ApiCall))
+                if self.kind is EventKind.API_CALL
+                else None
+            )
             async with conn.transaction():
                 stored = await offsets.lock(
                     conn, self.group, self.topic, batch.partitions(), self.worker_id
@@ -183,7 +190,9 @@ class Flusher:
                         self.topic,
                         dropped,
                     )
-                applied, rows, db_rejected = await self._apply(conn, work)
+                applied, rows, db_rejected = await self._apply(
+                    conn, work, None if dropped else buckets
+                )
                 if db_rejected:
                     await self._publish(db_rejected, published)
                 new = {p: n for p, n in batch.next_offsets().items() if n > stored.get(p, 0)}
@@ -234,12 +243,22 @@ class Flusher:
             self._metrics.dead_letters.labels(self.topic, str(rej.reason)).inc()
 
     async def _apply(
-        self, conn: Any, batch: Batch
+        self, conn: Any, batch: Batch, buckets: dict[BucketKey, list[float]] | None
     ) -> tuple[int, int, list[tuple[Record, Rejected]]]:
-        """Apply the batch's events; return (events applied, rows written, rejected)."""
+        """Apply the batch's events; return (events applied, rows written, rejected).
+
+        ``buckets`` is the batch already aggregated (API calls), or None to aggregate here.
+        """
         pairs = [(record, event) for record in batch.records for event in record.events]
         if not pairs:
             return 0, 0, []
+        if buckets is not None:
+            try:
+                async with conn.transaction():
+                    return len(pairs), await writes.upsert_buckets(conn, buckets), []
+            except Exception as exc:
+                if not isinstance(classify_database_error(exc), DataRejectedError):
+                    raise
         if self.kind is EventKind.API_CALL:
             rows, bad = await _isolating(conn, pairs, _upsert_calls)
         elif self.kind is EventKind.ANALYSIS:

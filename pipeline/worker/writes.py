@@ -66,12 +66,12 @@ INSERT INTO ai_analysis (
     processing_time_ms, queue_wait_time_ms, total_processing_time_ms, caching_used,
     batch_processed, region_processed, processing_attempts, fallback_used, error_type,
     metadata)
-SELECT {_EPOCH.format("t.ms")}, t.event_id, t.user_id, t.org_id, t.entry_id, t.status,
+SELECT {_EPOCH.format("t.ms")}, t.event_id::uuid, t.user_id, t.org_id, t.entry_id, t.status,
        t.model_type, t.model_version, t.analysis_version, t.request_tokens,
        t.response_tokens, t.tokens_used, t.cost_e8 * 0.00000001, t.processing_ms,
        t.queue_ms, t.total_ms, t.caching, t.batch, t.region, t.attempts, t.fallback,
        t.error_type, t.metadata::jsonb
-FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::text[], $8::text[], $9::text[], $10::int[], $11::int[], $12::bigint[],
             $13::bigint[], $14::float8[], $15::float8[], $16::float8[], $17::bool[],
             $18::bool[], $19::text[], $20::int[], $21::bool[], $22::text[], $23::text[])
@@ -85,9 +85,9 @@ ON CONFLICT (created_at, event_id) DO NOTHING
 INSERT_LOGS = f"""
 INSERT INTO system_logs (
     logged_at, event_id, level, service, message, metadata, user_id, session_id)
-SELECT {_EPOCH.format("t.ms")}, t.event_id, t.level, t.service, t.message,
+SELECT {_EPOCH.format("t.ms")}, t.event_id::uuid, t.level, t.service, t.message,
        t.metadata::jsonb, t.user_id, t.session_id
-FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::text[], $8::text[])
      AS t(ms, event_id, level, service, message, metadata, user_id, session_id)
 ON CONFLICT (logged_at, event_id) DO NOTHING

@@ -18,7 +18,11 @@ CREATE TABLE partition_policies (
     lookback         integer  NOT NULL DEFAULT 3 CHECK (lookback BETWEEN 0 AND 366),
     -- Partitions wholly older than now() - retention are detached and dropped by `prune`,
     -- and events older than that are dead-lettered instead of recreating a dropped range.
-    retention        interval NOT NULL CHECK (retention > interval '0')
+    retention        interval NOT NULL CHECK (retention > interval '0'),
+    -- Storage parameters of new partitions (a partitioned parent cannot carry them), e.g.
+    -- 'fillfactor=70' for tables whose rows are updated in place, so that updates can be
+    -- HOT and skip index maintenance.
+    storage_parameters text
 );
 
 COMMENT ON TABLE partition_policies IS
@@ -97,8 +101,9 @@ BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('pipeline.partition'), hashtext(p_parent));
     IF to_regclass(partition_name) IS NULL THEN
         BEGIN
-            EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
-                           partition_name, p_parent, b.range_start, b.range_end);
+            EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)%s',
+                           partition_name, p_parent, b.range_start, b.range_end,
+                           coalesce(' WITH (' || pol.storage_parameters || ')', ''));
             created := true;
         EXCEPTION WHEN duplicate_table OR unique_violation THEN
             NULL;  -- another transaction created it between our check and our CREATE

@@ -22,7 +22,11 @@ from tests.integration.test_worker_delivery import assert_same
 
 NOW_MS = int(time.time() * 1000)
 DAY_MS = 86_400_000
-SMALL_FLUSHES = {"PIPELINE_FLUSH_MAX_RECORDS": "40", "PIPELINE_FLUSH_INTERVAL_MS": "100"}
+SMALL_FLUSHES = {
+    "PIPELINE_FLUSH_MAX_EVENTS": "1000",
+    "PIPELINE_FLUSH_MAX_RECORDS": "40",
+    "PIPELINE_FLUSH_INTERVAL_MS": "100",
+}
 
 
 async def wait_for_open_transaction(stack: Pipeline, timeout_s: float = 60) -> bool:
