@@ -229,6 +229,59 @@ class Config:
             )
         return self.kafka
 
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that make :meth:`from_env` rebuild this configuration
+        (for starting worker processes). Per-process settings (worker id, web port) are
+        included; secrets are included too, so never log the result."""
+        env: dict[str, str] = {}
+        if self.database is not None:
+            d = self.database
+            env.update(
+                DATABASE_URL=d.url,
+                DATABASE_POOL_MIN_SIZE=str(d.pool_min_size),
+                DATABASE_POOL_MAX_SIZE=str(d.pool_max_size),
+                DATABASE_CONNECT_TIMEOUT_S=str(d.connect_timeout_s),
+                DATABASE_STATEMENT_TIMEOUT_MS=str(d.statement_timeout_ms),
+            )
+        if self.kafka is not None:
+            k = self.kafka
+            env.update(
+                KAFKA_BOOTSTRAP_SERVERS=k.bootstrap,
+                KAFKA_SECURITY_PROTOCOL=k.security_protocol,
+                KAFKA_CLIENT_ID=k.client_id,
+                KAFKA_IDEMPOTENT_PRODUCER="true" if k.idempotent_producer else "false",
+            )
+            optional = {
+                "KAFKA_SASL_MECHANISM": k.sasl_mechanism,
+                "KAFKA_SASL_USERNAME": k.sasl_username,
+                "KAFKA_SASL_PASSWORD": k.sasl_password,
+                "KAFKA_SSL_CAFILE": k.ssl_cafile,
+                "KAFKA_SSL_CERTFILE": k.ssl_certfile,
+                "KAFKA_SSL_KEYFILE": k.ssl_keyfile,
+            }
+            env.update({name: value for name, value in optional.items() if value})
+        t, w = self.topics, self.worker
+        env.update(
+            PIPELINE_TOPIC_API_CALLS=t.api_calls,
+            PIPELINE_TOPIC_ANALYSES=t.analyses,
+            PIPELINE_TOPIC_LOGS=t.logs,
+            PIPELINE_TOPIC_DEAD_LETTERS=t.dead_letters,
+            PIPELINE_GROUP_ID=w.group_id,
+            PIPELINE_WORKER_ID=w.worker_id,
+            PIPELINE_WEB_PORT=str(w.web_port),
+            PIPELINE_FLUSH_INTERVAL_MS=str(w.flush_interval_ms),
+            PIPELINE_FLUSH_MAX_RECORDS=str(w.flush_max_records),
+            PIPELINE_FLUSH_MAX_EVENTS=str(w.flush_max_events),
+            PIPELINE_RETRY_INITIAL_MS=str(w.retry_initial_ms),
+            PIPELINE_RETRY_MAX_MS=str(w.retry_max_ms),
+            PIPELINE_SHUTDOWN_TIMEOUT_S=str(w.shutdown_timeout_s),
+            PIPELINE_MAINTENANCE_INTERVAL_S=str(w.maintenance_interval_s),
+            PIPELINE_MIGRATIONS_DIR=str(self.migrations.directory),
+            PIPELINE_MIGRATION_LOCK_TIMEOUT_S=str(self.migrations.lock_timeout_s),
+            PIPELINE_STATE_DIR=str(self.state_dir),
+        )
+        return env
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         """Build and validate the configuration from ``env`` (default: ``os.environ``).

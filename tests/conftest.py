@@ -13,6 +13,7 @@ A missing service is an error, never a skip: the suite must fail loudly in CI.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -56,11 +57,20 @@ def env_config() -> Config:
 
 
 @pytest.fixture(scope="session")
-def pg_admin(env_config: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgAdmin]:
+def services_dir() -> Iterator[Path]:
+    """State of the session's embedded services. Not under pytest's basetemp: pytest
+    deletes all but the three newest basetemps, which pulls the data directory from under
+    a running session whenever other pytest sessions run on the same machine."""
+    with tempfile.TemporaryDirectory(prefix="pipeline-tests-") as path:
+        yield Path(path)
+
+
+@pytest.fixture(scope="session")
+def pg_admin(env_config: Config, services_dir: Path) -> Iterator[PgAdmin]:
     if env_config.database is not None:
         yield PgAdmin(env_config.database, None)
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", database="postgres")
+    server = EmbeddedPostgres(services_dir / "pg", database="postgres")
     server.start()
     try:
         yield PgAdmin(DatabaseConfig(url=server.url), server)
@@ -144,11 +154,11 @@ async def pg(migrated_database: DatabaseConfig) -> AsyncIterator[asyncpg.Connect
 
 
 @pytest.fixture(scope="session")
-def kafka(env_config: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaConfig]:
+def kafka(env_config: Config, services_dir: Path) -> Iterator[KafkaConfig]:
     if env_config.kafka is not None:
         yield env_config.kafka
         return
-    broker = EmbeddedBroker(log_path=tmp_path_factory.mktemp("kafka") / "broker.log")
+    broker = EmbeddedBroker(log_path=services_dir / "broker.log")
     broker.start()
     try:
         yield broker.kafka_config()

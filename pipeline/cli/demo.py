@@ -1,10 +1,11 @@
-"""``pipeline demo``: the main job on embedded services, in one command.
+"""``pipeline demo``: the whole pipeline on embedded services, in one command.
 
-Starts a Tansu broker and a PostgreSQL 16 from the installed wheels, applies the
-migrations, creates the topics and the partitions around now, and prints the state. With
-``--keep`` it then keeps the services running and prints the variables that point other
-``pipeline`` commands (and psql) at them, until Ctrl-C. Everything it started is stopped on
-exit, also on Ctrl-C.
+Starts a Tansu broker and a PostgreSQL 16 from the installed wheels, migrates, creates the
+topics and partitions, starts worker processes, runs the load generator (the standard
+workload) with a progress bar, waits until PostgreSQL's watermark covers every record the
+broker acknowledged, prints what an analyst looks at first, and verifies PostgreSQL
+against the generator's exact totals (exit 1 if they differ). Everything it started is
+stopped on exit, Ctrl-C included; ``--keep`` leaves the stack running for exploration.
 """
 
 from __future__ import annotations
@@ -13,42 +14,73 @@ import argparse
 import asyncio
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pipeline import db
-from pipeline.cli._common import format_table, human_bytes, operator_name
-from pipeline.config import Config, DatabaseConfig, KafkaConfig
-from pipeline.embedded import EmbeddedBroker, EmbeddedPostgres
+from pipeline.cli._common import format_table, operator_name
+from pipeline.cli._progress import Progress
+from pipeline.config import Config, DatabaseConfig, KafkaConfig, WorkerConfig
+from pipeline.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from pipeline.kafka import ensure_topics
+from pipeline.launch import WorkerProcess
 from pipeline.maintenance import partitions
 from pipeline.migrations.runner import MigrationRunner
+from pipeline.producer import produce_workload
+from pipeline.verify import totals_from_database, wait_for_watermarks
+from pipeline.workload import WorkloadSpec
+
+DEMO_GROUP = "demo"
 
 
 def register(commands: Any) -> None:
     parser = commands.add_parser(
         "demo",
-        help="run the pipeline on embedded Kafka and PostgreSQL (no Docker needed)",
+        help="run the whole pipeline on embedded Kafka and PostgreSQL (no Docker needed)",
         description=(
-            "Start an embedded Tansu broker and PostgreSQL 16, migrate, create topics and "
-            "partitions, and print the state. Stops everything it started on exit."
+            "Start an embedded Tansu broker and PostgreSQL 16, migrate, start worker "
+            "processes, produce the standard workload, wait until PostgreSQL has applied "
+            "every record, print usage and cost, and verify PostgreSQL against the "
+            "generator's exact totals (exit 1 on a mismatch). Stops everything on exit."
         ),
     )
     parser.add_argument(
-        "--keep",
-        action="store_true",
-        help="keep the services running until Ctrl-C and print how to connect to them",
+        "--events",
+        type=int,
+        default=1_000_000,
+        help="API-call events to produce, plus 1 analysis per 10 and 1 log per 20 "
+        "(default: 1,000,000, about a minute on 2 cores)",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
+    parser.add_argument(
+        "--shape",
+        choices=["batched", "single"],
+        default="batched",
+        help="records of up to 500 events, or one event per record (default: batched)",
     )
     parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="PostgreSQL data directory to use and keep (default: a temporary directory)",
+        "--invalid-fraction",
+        type=float,
+        default=0.001,
+        help="poison records mixed in, to see the dead-letter topic at work (default: 0.001)",
     )
+    parser.add_argument("--seed", type=int, default=42, help="workload seed (default: 42)")
     parser.add_argument(
         "--partitions",
         type=int,
         default=8,
         help="partitions per topic: the most workers a group can use (default: 8)",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the services and workers running until Ctrl-C and print how to connect",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="PostgreSQL data directory to use and keep (default: a temporary directory)",
     )
     parser.set_defaults(handler=run)
 
@@ -63,21 +95,59 @@ def _done(started: float, detail: str = "") -> None:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    with tempfile.TemporaryDirectory(prefix="pipeline-demo-") as tmp:
-        data_dir = args.data_dir or Path(tmp) / "postgres"
+    if args.workers < 1 or args.workers > args.partitions:
+        print(f"--workers must be between 1 and --partitions ({args.partitions})")
+        return 2
+    workers: list[WorkerProcess] = []
+    ok = False
+    with tempfile.TemporaryDirectory(prefix="pipeline-demo-") as tmp_name:
+        tmp = Path(tmp_name)
+        data_dir = args.data_dir or tmp / "postgres"
         t = _step(f"starting PostgreSQL 16 (data in {data_dir})")
         with EmbeddedPostgres(data_dir) as pg:
             _done(t)
             t = _step("starting the Tansu Kafka broker")
-            with EmbeddedBroker(log_path=Path(tmp) / "broker.log") as broker:
+            with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
                 _done(t, broker.bootstrap_servers)
-                database = DatabaseConfig(url=pg.url)
-                kafka = broker.kafka_config()
-                asyncio.run(_prepare(config, database, kafka, args.partitions))
-                if args.keep:
-                    _wait_for_interrupt(pg.url, broker.bootstrap_servers)
-            print("==> stopping the broker and PostgreSQL")
-    return 0
+                stack = replace(
+                    config,
+                    database=DatabaseConfig(url=pg.url),
+                    kafka=broker.kafka_config(),
+                    worker=WorkerConfig(group_id=DEMO_GROUP),
+                )
+                try:
+                    ok = _run_stack(args, stack, workers, tmp)
+                    if args.keep:
+                        _wait_for_interrupt(pg.url, broker.bootstrap_servers, workers)
+                finally:
+                    if workers:
+                        print("==> stopping the workers", flush=True)
+                        for worker in workers:
+                            worker.signal(15)
+                        for worker in workers:
+                            worker.stop()
+                print("==> stopping the broker and PostgreSQL", flush=True)
+    return 0 if ok else 1
+
+
+def _run_stack(
+    args: argparse.Namespace, config: Config, workers: list[WorkerProcess], tmp: Path
+) -> bool:
+    database, kafka = config.require_database(), config.require_kafka()
+    asyncio.run(_prepare(config, database, kafka, args.partitions))
+    t = _step(f"starting {args.workers} worker processes (group {DEMO_GROUP!r})")
+    for n in range(1, args.workers + 1):
+        worker = WorkerProcess(
+            config, worker_id=f"worker-{n}", web_port=free_port(), log_path=tmp / f"w{n}.log"
+        )
+        worker.start()
+        workers.append(worker)
+    for worker in workers:
+        if not worker.wait_ready(120):
+            print(f"worker {worker.worker_id} did not become ready:\n{worker.log_tail(30)}")
+            return False
+    _done(t, ", ".join(f"{w.worker_id} on :{w.web_port}/metrics" for w in workers))
+    return asyncio.run(_produce_and_verify(args, config, database, kafka))
 
 
 async def _prepare(config: Config, database: DatabaseConfig, kafka: KafkaConfig, n: int) -> None:
@@ -101,41 +171,104 @@ async def _prepare(config: Config, database: DatabaseConfig, kafka: KafkaConfig,
         t = _step("creating partitions around now")
         results = await partitions.ensure(conn)
         _done(t, f"{sum(r.created for r in results)} created")
-        await _print_state(conn)
     finally:
         await conn.close()
 
 
-async def _print_state(conn: Any) -> None:
-    print("\nSchema:")
+async def _produce_and_verify(
+    args: argparse.Namespace, config: Config, database: DatabaseConfig, kafka: KafkaConfig
+) -> bool:
+    spec = WorkloadSpec(
+        api_calls=args.events,
+        start_ms=int(time.time() * 1000),
+        seed=args.seed,
+        invalid_fraction=args.invalid_fraction,
+    )
+    print(f"==> producing the standard workload: {spec.total_items:,} items ({args.shape})")
+    with Progress(spec.total_items, label="producing", unit="events") as bar:
+        report = await produce_workload(
+            kafka, config.topics, spec, shape=args.shape, progress=bar.update
+        )
+    print(
+        f"    {report.items:,} items in {report.record_count:,} records in "
+        f"{report.elapsed_s:.1f}s ({report.items_per_s:,.0f} events/s)"
+    )
+    conn = await db.connect(database, application_name="pipeline-demo")
+    try:
+        started = time.perf_counter()
+        print("==> waiting until PostgreSQL has applied every record")
+        with Progress(report.record_count, label="applying", unit="records") as bar:
+            done = await wait_for_watermarks(
+                conn, DEMO_GROUP, report.acked_offsets, timeout_s=900, progress=bar.update
+            )
+        if not done:
+            print("    the workers did not apply everything within 15 minutes")
+            return False
+        seconds = time.perf_counter() - started
+        print(f"    applied in {seconds:.1f}s after the last record was acknowledged")
+        await _print_report(conn)
+        actual = await totals_from_database(conn)
+    finally:
+        await conn.close()
+    differences = report.totals.compare(actual, include_invalid=False)
+    poison = sum(report.poison.values())
+    if differences:
+        print(f"verification: FAILED, {len(differences)} differences:")
+        for line in differences[:20]:
+            print(f"  {line}")
+        return False
+    print(
+        f"verification: OK, PostgreSQL holds exactly what the generator produced: "
+        f"{report.totals.api_requests:,} API calls in {len(actual.api):,} service-hours, "
+        f"cost ${actual.api_cost_usd}, {actual.analysis_rows:,} analyses "
+        f"(${actual.analysis_cost_usd}), {actual.system_log_rows:,} log events; "
+        f"{poison:,} poison items went to the dead-letter topic"
+    )
+    return True
+
+
+async def _print_report(conn: Any) -> None:
+    print("\nTraffic, cost and error rate per service and hour (UTC):")
     rows = await conn.fetch(
-        "SELECT version, name, applied_at FROM schema_migrations ORDER BY version"
+        "SELECT to_char(time_window, 'MM-DD HH24:00') AS hour, service, "
+        "sum(request_count) AS requests, sum(cost) AS cost, "
+        "round(100.0 * sum(error_count) / nullif(sum(request_count), 0), 2) AS error_pct, "
+        "round((sum(response_time_ms_sum) / nullif(sum(request_count), 0))::numeric, 1) "
+        "AS avg_ms FROM api_usage GROUP BY 1, 2 ORDER BY 1, 2"
     )
-    print(format_table(["version", "migration", "applied_at"], [
-        (f"{r['version']:04d}", r["name"], f"{r['applied_at']:%H:%M:%S}") for r in rows
+    print(format_table(["hour", "service", "requests", "cost $", "errors %", "avg ms"], [
+        (r["hour"], r["service"], int(r["requests"]), r["cost"], r["error_pct"], r["avg_ms"])
+        for r in rows
     ]))  # fmt: skip
-    print("\nPartitioned tables:")
-    policies = await conn.fetch(
-        "SELECT p.parent_table, p.granularity, p.retention::text AS retention, "
-        "count(r.*) AS partitions, min(r.range_start) AS first, max(r.range_end) AS last, "
-        "coalesce(sum(r.total_bytes), 0)::bigint AS bytes "
-        "FROM partition_policies p LEFT JOIN partition_ranges r USING (parent_table) "
-        "GROUP BY 1, 2, 3 ORDER BY 1"
+    print("\nTop users by API cost:")
+    rows = await conn.fetch(
+        "SELECT user_id, organization_id, sum(request_count) AS requests, sum(cost) AS cost "
+        "FROM api_usage WHERE user_id <> '' GROUP BY 1, 2 ORDER BY cost DESC LIMIT 5"
     )
-    print(format_table(["table", "per", "retention", "partitions", "from", "to", "size"], [
-        (r["parent_table"], r["granularity"], r["retention"], r["partitions"],
-         f"{r['first']:%Y-%m-%d}", f"{r['last']:%Y-%m-%d}", human_bytes(r["bytes"]))
-        for r in policies
+    print(format_table(["user", "organization", "requests", "cost $"], [
+        (r["user_id"], r["organization_id"], int(r["requests"]), r["cost"]) for r in rows
+    ]))  # fmt: skip
+    print("\nAI models by cost:")
+    rows = await conn.fetch(
+        "SELECT model_type, count(*) AS analyses, sum(tokens_used) AS tokens, "
+        "sum(api_cost) AS cost, round(100.0 * count(*) FILTER (WHERE status <> 'completed') "
+        "/ count(*), 2) AS not_completed_pct FROM ai_analysis GROUP BY 1 ORDER BY cost DESC"
+    )
+    print(format_table(["model", "analyses", "tokens", "cost $", "failed/fallback %"], [
+        (r["model_type"], r["analyses"], int(r["tokens"]), r["cost"], r["not_completed_pct"])
+        for r in rows
     ]))  # fmt: skip
     print()
 
 
-def _wait_for_interrupt(database_url: str, bootstrap: str) -> None:
+def _wait_for_interrupt(database_url: str, bootstrap: str, workers: list[WorkerProcess]) -> None:
+    ports = ", ".join(f"http://127.0.0.1:{w.web_port}/metrics" for w in workers)
     print(
-        "\nThe services keep running until Ctrl-C. In another shell:\n"
+        "\nThe stack keeps running until Ctrl-C. In another shell:\n"
         f"  export DATABASE_URL='{database_url}'\n"
-        f"  export KAFKA_BOOTSTRAP_SERVERS={bootstrap}\n"
-        "  pipeline migrate status; pipeline partitions stats\n",
+        f"  export KAFKA_BOOTSTRAP_SERVERS={bootstrap} KAFKA_IDEMPOTENT_PRODUCER=false\n"
+        "  pipeline query --help; pipeline dlq inspect; pipeline partitions stats\n"
+        f'  psql "$DATABASE_URL"\nWorker metrics: {ports}\n',
         flush=True,
     )
     try:

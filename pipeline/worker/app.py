@@ -79,7 +79,10 @@ def create_app(config: Config, runtime: WorkerRuntime) -> Any:
         consumer_max_fetch_size=8 * 1024 * 1024,
         producer_acks=-1,
         topic_replication_factor=1,
-        topic_allow_declare=False,
+        # faust declares only its internal topics (the leader-election topic that
+        # on_leader timers need); source topics are created by operators with the right
+        # partition count, never implicitly.
+        topic_allow_declare=True,
     )
     interval_s = worker.flush_interval_ms / 1000
 

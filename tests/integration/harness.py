@@ -9,55 +9,26 @@ PostgreSQL watermark covers them. Nothing here mocks Kafka or PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from pipeline.config import DatabaseConfig, KafkaConfig, TopicsConfig
+from pipeline.config import Config, DatabaseConfig, KafkaConfig, TopicsConfig, WorkerConfig
 from pipeline.contract import EventKind
 from pipeline.embedded import free_port
 from pipeline.kafka import client_options, ensure_topics
+from pipeline.launch import WorkerProcess
 from pipeline.verify import totals_from_database, wait_for_watermarks
 from pipeline.workload import ExpectedTotals, Item, pack
-from tests.conftest import REPO, unique_name
+from tests.conftest import unique_name
 
 PARTITIONS = 4
-
-
-@dataclass
-class WorkerProcess:
-    worker_id: str
-    web_port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def signal(self, sig: int) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-
-    def wait(self, timeout: float = 60) -> int:
-        return self.process.wait(timeout)
-
-    def log_tail(self, lines: int = 60) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=2) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
 
 
 @dataclass
@@ -77,6 +48,23 @@ class Pipeline:
     workers: list[WorkerProcess] = field(default_factory=list)
     acked: dict[tuple[str, int], int] = field(default_factory=dict)
 
+    @property
+    def config(self) -> Config:
+        """The settings every worker of this test starts from: short flush intervals and
+        retry backoff, so the tests spend their time on behaviour, not waiting."""
+        return Config(
+            database=self.database,
+            kafka=self.kafka,
+            topics=self.topics,
+            worker=WorkerConfig(
+                group_id=self.group,
+                flush_interval_ms=200,
+                retry_initial_ms=50,
+                retry_max_ms=1000,
+                shutdown_timeout_s=20,
+            ),
+        )
+
     def topic_of(self, kind: EventKind) -> str:
         return {
             EventKind.API_CALL: self.topics.api_calls,
@@ -89,39 +77,19 @@ class Pipeline:
         names = [t.api_calls, t.analyses, t.logs, t.dead_letters]
         await ensure_topics(self.kafka, names, partitions=PARTITIONS)
 
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "PIPELINE_"))}
-        env.update(
-            {
-                "PYTHONPATH": str(REPO),
-                "DATABASE_URL": self.database.url,
-                "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap,
-                "KAFKA_IDEMPOTENT_PRODUCER": "true" if self.kafka.idempotent_producer else "false",
-                "PIPELINE_GROUP_ID": self.group,
-                "PIPELINE_TOPIC_API_CALLS": self.topics.api_calls,
-                "PIPELINE_TOPIC_ANALYSES": self.topics.analyses,
-                "PIPELINE_TOPIC_LOGS": self.topics.logs,
-                "PIPELINE_TOPIC_DEAD_LETTERS": self.topics.dead_letters,
-                "PIPELINE_FLUSH_INTERVAL_MS": "200",
-                "PIPELINE_RETRY_INITIAL_MS": "50",
-                "PIPELINE_RETRY_MAX_MS": "1000",
-                "PIPELINE_SHUTDOWN_TIMEOUT_S": "20",
-            }
-        )
-        env.update(extra)
-        return env
-
-    def start_worker(self, name: str | None = None, **extra_env: str) -> WorkerProcess:
+    def start_worker(self, name: str | None = None, **settings: Any) -> WorkerProcess:
+        """Start a worker; ``settings`` override fields of its WorkerConfig."""
         worker_id = name or f"w{len(self.workers) + 1}"
-        port = free_port()
-        log_path = self.tmp / f"{worker_id}-{len(self.workers)}.log"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "--log-level", "INFO", "worker",
-             "--worker-id", worker_id, "--web-port", str(port)],
-            env=self.env(**extra_env), stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+        config = self.config
+        config = replace(config, worker=replace(config.worker, **settings))
+        worker = WorkerProcess(
+            config,
+            worker_id=worker_id,
+            web_port=free_port(),
+            log_path=self.tmp / f"{worker_id}-{len(self.workers)}.log",
             cwd=self.tmp,
-        )  # fmt: skip
-        worker = WorkerProcess(worker_id, port, process, log_path)
+        )
+        worker.start()
         self.workers.append(worker)
         return worker
 
@@ -129,11 +97,7 @@ class Pipeline:
         for w in self.workers:
             w.signal(signal.SIGTERM)
         for w in self.workers:
-            try:
-                w.wait(30)
-            except subprocess.TimeoutExpired:
-                w.process.kill()
-                w.wait(10)
+            w.stop(timeout_s=30)
 
     def logs(self) -> str:
         return "\n\n".join(f"--- {w.worker_id} ---\n{w.log_tail()}" for w in self.workers)

@@ -96,3 +96,21 @@ def test_direct_construction_validates_too() -> None:
         KafkaConfig(bootstrap_servers=())
     with pytest.raises(ConfigError):
         WorkerConfig(group_id="")
+
+
+def test_to_env_round_trips() -> None:
+    config = Config.from_env(
+        {
+            "DATABASE_URL": "postgresql://app:s3cret@db/events",
+            "KAFKA_BOOTSTRAP_SERVERS": "k:9093",
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SASL_MECHANISM": "PLAIN",
+            "KAFKA_SASL_USERNAME": "svc",
+            "KAFKA_SASL_PASSWORD": "pw",
+            "KAFKA_IDEMPOTENT_PRODUCER": "false",
+            "PIPELINE_GROUP_ID": "g",
+            "PIPELINE_WORKER_ID": "w7",
+            "PIPELINE_FLUSH_MAX_EVENTS": "123",
+        }
+    )
+    assert Config.from_env(config.to_env()) == config
