@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pipeline import __version__
-from pipeline.cli import demo, migrate, partitions, worker
+from pipeline.cli import demo, dlq, migrate, partitions, produce, worker
 from pipeline.config import Config
 from pipeline.errors import ConfigError, PipelineError
 
@@ -41,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     demo.register(commands)
+    dlq.register(commands)
     migrate.register(commands)
     partitions.register(commands)
+    produce.register(commands)
     worker.register(commands)
     return parser
 

@@ -1,0 +1,237 @@
+"""``pipeline dlq inspect|replay``: look at the dead-letter topic and replay after a fix.
+
+Both read the dead-letter topic (PIPELINE_TOPIC_DEAD_LETTERS) from the beginning without a
+consumer group, so they never move any group's position. See docs/operations.md
+("Poison records and replay") for the procedure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+from pipeline.cli._common import format_table, operator_name
+from pipeline.config import Config
+from pipeline.deadletters import (
+    Filters,
+    Replayed,
+    Summary,
+    execute_replay,
+    inspect_dead_letters,
+    markers_topic,
+    prepare_replay,
+    summary_as_json,
+)
+
+# Longest value shown per sample in the table format.
+_TABLE_VALUE_CHARS = 200
+# Lines listing individual dead letters before "... and N more".
+_LIST_LINES = 20
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    return value
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reason",
+        action="append",
+        default=[],
+        metavar="R",
+        help="only dead letters with this reason code (repeatable)",
+    )
+    parser.add_argument(
+        "--source-topic",
+        action="append",
+        default=[],
+        metavar="T",
+        help="only dead letters from this source topic (repeatable)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        default=2.0,
+        metavar="S",
+        help="stop reading after S seconds without new records, at the end (default: 2)",
+    )
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "dlq",
+        help="inspect the dead-letter topic and replay dead letters after a fix",
+        description=(
+            "Tools for the dead-letter topic (PIPELINE_TOPIC_DEAD_LETTERS). They read it from "
+            "the beginning without a consumer group and commit nothing. Needs "
+            "KAFKA_BOOTSTRAP_SERVERS."
+        ),
+    )
+    sub = parser.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+
+    inspect = sub.add_parser(
+        "inspect",
+        help="count dead letters by reason and source topic, with samples",
+        description=(
+            "Count the distinct dead letters (duplicates share a key) by reason and by source "
+            "topic, and show samples with their source position and detail."
+        ),
+    )
+    _add_common(inspect)
+    inspect.add_argument(
+        "--limit",
+        type=_positive_int,
+        metavar="N",
+        help="read at most N records of the dead-letter topic (default: all)",
+    )
+    inspect.add_argument(
+        "--samples",
+        type=int,
+        default=3,
+        metavar="K",
+        help="samples shown per reason (default: 3; 0 for none)",
+    )
+    inspect.add_argument(
+        "--format", choices=["table", "json"], default="table", help="output (default: table)"
+    )
+    inspect.set_defaults(handler=_inspect)
+
+    replay = sub.add_parser(
+        "replay",
+        help="re-publish selected dead letters to their source topic, once per key",
+        description=(
+            "Re-publish the selected dead letters, values unchanged, to their source topic, "
+            "and record each replayed key in the compacted topic <dead-letter topic>.replayed "
+            "(created if missing), so that running replay again skips them. Run one replay "
+            "at a time; use --dry-run first."
+        ),
+    )
+    _add_common(replay)
+    replay.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="replay at most N dead letters"
+    )
+    replay.add_argument(
+        "--dry-run", action="store_true", help="show what would be replayed; publish nothing"
+    )
+    replay.add_argument(
+        "--markers-replication-factor",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="replication factor if the markers topic has to be created (default: 1)",
+    )
+    replay.set_defaults(handler=_replay)
+
+
+def _filters(args: argparse.Namespace) -> Filters:
+    return Filters(reasons=frozenset(args.reason), source_topics=frozenset(args.source_topic))
+
+
+def _inspect(args: argparse.Namespace, config: Config) -> int:
+    summary = asyncio.run(
+        inspect_dead_letters(
+            config.require_kafka(),
+            config.topics.dead_letters,
+            filters=_filters(args),
+            samples=max(args.samples, 0),
+            limit=args.limit,
+            idle_s=args.idle_timeout,
+        )
+    )
+    if args.format == "json":
+        print(json.dumps(summary_as_json(summary), indent=2, ensure_ascii=False))
+    else:
+        print(_summary_text(summary))
+    return 0
+
+
+def _summary_text(summary: Summary) -> str:
+    lines = [
+        f"dead-letter topic {summary.topic}: {summary.total} dead letters "
+        f"({summary.messages_read} records read, {summary.duplicates} duplicates dropped), "
+        f"{summary.replayed} replayed"
+    ]
+    if not summary.total:
+        return "\n".join(lines)
+    lines += ["", format_table(["reason", "count", "replayed"], [
+        (reason, count, summary.replayed_by_reason.get(reason, 0))
+        for reason, count in summary.by_reason.most_common()
+    ])]  # fmt: skip
+    lines += ["", format_table(["source topic", "count"], summary.by_source_topic.most_common())]
+    for reason, letters in summary.samples.items():
+        lines += ["", f"samples of {reason}:"]
+        for letter in letters:
+            lines.append(f"  {letter.source_position}  (key {letter.key})")
+            lines.append(f"    detail: {letter.detail}")
+            lines.append(f"    value:  {letter.value_text(_TABLE_VALUE_CHARS)}")
+    return "\n".join(lines)
+
+
+def _replay(args: argparse.Namespace, config: Config) -> int:
+    kafka = config.require_kafka()
+    topics = config.topics
+    dlq = topics.dead_letters
+
+    async def work() -> int:
+        plan = await prepare_replay(
+            kafka,
+            dlq,
+            filters=_filters(args),
+            allowed_topics={topics.api_calls, topics.analyses, topics.logs},
+            limit=args.limit,
+            idle_s=args.idle_timeout,
+        )
+        print(
+            f"dead-letter topic {dlq}: {len(plan.to_replay)} to replay, "
+            f"{len(plan.already_replayed)} already replayed (skipped), "
+            f"{len(plan.not_replayable)} not replayable, "
+            f"{plan.left_for_later} left for a later run (--limit)"
+        )
+        for letter, why in plan.not_replayable[:_LIST_LINES]:
+            print(f"  not replayable: {letter.key} ({letter.reason}): {why}")
+        if args.dry_run:
+            for letter in plan.to_replay[:_LIST_LINES]:
+                print(f"  would replay {letter.key} ({letter.reason}) to {letter.source_topic}")
+            _more(len(plan.to_replay))
+            print("dry run: nothing published")
+            return 0
+        shown = 0
+
+        def progress(item: Replayed) -> None:
+            nonlocal shown
+            if shown < _LIST_LINES:
+                print(
+                    f"  replayed {item.letter.key} ({item.letter.reason}) "
+                    f"to {item.topic}/{item.partition}/{item.offset}"
+                )
+            shown += 1
+
+        done = await execute_replay(
+            kafka,
+            plan,
+            operator=operator_name(),
+            replication_factor=args.markers_replication_factor,
+            progress=progress,
+        )
+        _more(len(done))
+        print(f"replayed {len(done)} dead letters; markers in {markers_topic(dlq)}")
+        return 0
+
+    return asyncio.run(work())
+
+
+def _more(count: int) -> None:
+    if count > _LIST_LINES:
+        print(f"  ... and {count - _LIST_LINES} more")
