@@ -13,8 +13,12 @@ import pytest
 
 from pipeline.config import DatabaseConfig
 from pipeline.errors import LockTimeoutError, MigrationDriftError, MigrationError
+from pipeline.migrations.files import discover
 from pipeline.migrations.runner import LOCK_KEY, MigrationRunner
 from tests.conftest import REPO, SQL_DIR
+
+ALL = [m.version for m in discover(SQL_DIR)]
+LABELS = [m.label for m in discover(SQL_DIR)]
 
 SCHEMA_FINGERPRINT = """
 SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type || ' '
@@ -56,12 +60,12 @@ async def test_up_down_up_gives_the_same_schema(fresh_database: DatabaseConfig) 
     try:
         empty = await fingerprint(conn)
         applied = await runner(conn).up()
-        assert [m.version for m in applied] == [1, 2]
+        assert [m.version for m in applied] == ALL
         first = await fingerprint(conn)
         assert any("api_usage" in line for line in first)
 
         rolled_back = await runner(conn).down(to=0)
-        assert [m.version for m in rolled_back] == [2, 1]
+        assert [m.version for m in rolled_back] == ALL[::-1]
         after_down = await fingerprint(conn)
         # Only the runner's own history table remains.
         assert [line for line in after_down if "schema_migrations" not in line] == empty
@@ -90,15 +94,21 @@ async def test_history_records_checksum_duration_and_operator(
 
 @pytest.mark.asyncio
 async def test_down_steps_and_to(fresh_database: DatabaseConfig) -> None:
+    newest, previous = ALL[-1], ALL[-2]
     conn = await asyncpg.connect(fresh_database.url)
     try:
         await runner(conn).up()
-        assert [m.version for m in await runner(conn).down()] == [2]
+        assert [m.version for m in await runner(conn).down()] == [newest]
+        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == previous
+        assert [m.version for m in await runner(conn).up(to=previous)] == []
+        assert [m.version for m in await runner(conn).up()] == [newest]
+        assert [m.version for m in await runner(conn).down(steps=2, dry_run=True)] == [
+            newest,
+            previous,
+        ]
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(ALL)
+        assert [m.version for m in await runner(conn).down(to=1)] == ALL[:0:-1]
         assert await conn.fetchval("SELECT to_regclass('api_usage')") is None
-        assert [m.version for m in await runner(conn).up(to=1)] == []
-        assert [m.version for m in await runner(conn).up()] == [2]
-        assert [m.version for m in await runner(conn).down(steps=2, dry_run=True)] == [2, 1]
-        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 2
         with pytest.raises(MigrationError):
             await runner(conn).down(to=0, steps=1)
     finally:
@@ -157,7 +167,7 @@ async def test_missing_and_out_of_order_files_are_detected(
         problems = await runner(conn, directory).verify()
         assert [(p.version, p.kind) for p in problems] == [(2, "missing")]
         status = {r.version: r.state for r in await runner(conn, directory).status()}
-        assert status == {1: "applied", 2: "missing"}
+        assert status == {v: "missing" if v == 2 else "applied" for v in ALL}
     finally:
         await conn.close()
 
@@ -167,15 +177,15 @@ async def test_failing_migration_is_rolled_back_and_not_recorded(
     fresh_database: DatabaseConfig, tmp_path: Path
 ) -> None:
     directory = copy_migrations(tmp_path)
-    (directory / "0003_broken.up.sql").write_text(
+    (directory / "9999_broken.up.sql").write_text(
         "CREATE TABLE half_done (id int);\nSELECT 1 / 0;\n"
     )
-    (directory / "0003_broken.down.sql").write_text("DROP TABLE half_done;\n")
+    (directory / "9999_broken.down.sql").write_text("DROP TABLE half_done;\n")
     conn = await asyncpg.connect(fresh_database.url)
     try:
-        with pytest.raises(MigrationError, match="0003_broken up failed and was rolled back"):
+        with pytest.raises(MigrationError, match="9999_broken up failed and was rolled back"):
             await runner(conn, directory).up()
-        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == 2
+        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == ALL[-1]
         assert await conn.fetchval("SELECT to_regclass('half_done')") is None
     finally:
         await conn.close()
@@ -186,33 +196,33 @@ async def test_no_transaction_pragma_allows_create_index_concurrently(
     fresh_database: DatabaseConfig, tmp_path: Path
 ) -> None:
     directory = copy_migrations(tmp_path)
-    (directory / "0003_plain_table.up.sql").write_text(
+    (directory / "9990_plain_table.up.sql").write_text(
         "CREATE TABLE lookups (id int PRIMARY KEY, label text);\n"
     )
-    (directory / "0003_plain_table.down.sql").write_text("DROP TABLE lookups;\n")
-    (directory / "0004_lookup_index.up.sql").write_text(
+    (directory / "9990_plain_table.down.sql").write_text("DROP TABLE lookups;\n")
+    (directory / "9991_lookup_index.up.sql").write_text(
         "-- pipeline:no-transaction\n"
         "-- Concurrent builds cannot run inside a transaction block.\n"
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS lookups_label ON lookups (label);\n"
         "COMMENT ON INDEX lookups_label IS 'built; concurrently';\n"
     )
-    (directory / "0004_lookup_index.down.sql").write_text(
+    (directory / "9991_lookup_index.down.sql").write_text(
         "-- pipeline:no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS lookups_label;\n"
     )
     conn = await asyncpg.connect(fresh_database.url)
     try:
         await runner(conn, directory).up()
         assert await conn.fetchval("SELECT to_regclass('lookups_label')") is not None
-        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == 4
+        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == 9991
         await runner(conn, directory).down()
         assert await conn.fetchval("SELECT to_regclass('lookups_label')") is None
 
         # Without the pragma the same file fails (and nothing is recorded).
-        text = (directory / "0004_lookup_index.up.sql").read_text()
-        (directory / "0004_lookup_index.up.sql").write_text(text.split("\n", 1)[1])
-        with pytest.raises(MigrationError, match="0004_lookup_index"):
+        text = (directory / "9991_lookup_index.up.sql").read_text()
+        (directory / "9991_lookup_index.up.sql").write_text(text.split("\n", 1)[1])
+        with pytest.raises(MigrationError, match="9991_lookup_index"):
             await runner(conn, directory).up()
-        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == 3
+        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == 9990
     finally:
         await conn.close()
 
@@ -230,7 +240,7 @@ async def test_lock_wait_is_bounded(fresh_database: DatabaseConfig) -> None:
         assert raised.value.retriable
         assert lines == ["waiting for another migration runner to finish..."]
         await holder.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
-        assert [m.version for m in await slow.up()] == [1, 2]
+        assert [m.version for m in await slow.up()] == ALL
     finally:
         await holder.close()
         await conn.close()
@@ -264,10 +274,10 @@ async def test_three_processes_apply_each_migration_exactly_once(
         for line in out.decode().splitlines()
         if line.startswith("applied ")
     ]
-    assert sorted(line.split()[1] for line in applied_lines) == ["0001_core", "0002_event_tables"]
+    assert sorted(line.split()[1] for line in applied_lines) == LABELS
     conn = await asyncpg.connect(fresh_database.url)
     try:
         versions = await conn.fetch("SELECT version FROM schema_migrations ORDER BY 1")
-        assert [r["version"] for r in versions] == [1, 2]
+        assert [r["version"] for r in versions] == ALL
     finally:
         await conn.close()

@@ -28,10 +28,10 @@ async def test_ensure_creates_the_window_once(pg: asyncpg.Connection) -> None:
     # lookback 3 / premake 7 days; lookback 1 / premake 2 months (the policy defaults).
     assert "ai_analysis_p20261119" in created and "ai_analysis_p20261129" in created
     assert "ai_analysis_p20261118" not in created and "ai_analysis_p20261130" not in created
-    assert [n for n in created if n.startswith("api_usage")] == [
+    assert [n for n in created if n.startswith("api_usage_p")] == [
         "api_usage_p202610", "api_usage_p202611", "api_usage_p202612", "api_usage_p202701",
     ]  # fmt: skip
-    assert len([n for n in created if n.startswith("system_logs")]) == 11
+    assert len([n for n in created if n.startswith("system_logs_p")]) == 11
 
     second = await partitions.ensure(pg, now=NOW)
     assert names(second, created=True) == []
@@ -123,12 +123,13 @@ async def test_prune_keeps_what_retention_keeps_and_drops_the_rest(
         uuid.uuid4(),
     )
     later = datetime(2026, 11, 17, 0, 0, tzinfo=UTC)  # system_logs keep 14 days: cut-off Nov 3
+    existing = len(await partitions.stats(pg))
     would = await partitions.prune(pg, now=later, dry_run=True)
     assert [p.partition_name for p in would] == [
         "system_logs_p20261029", "system_logs_p20261030", "system_logs_p20261031",
         "system_logs_p20261101", "system_logs_p20261102",
     ]  # fmt: skip
-    assert len(await partitions.stats(pg)) == 26  # dry run dropped nothing
+    assert len(await partitions.stats(pg)) == existing  # dry run dropped nothing
 
     dropped = await partitions.prune(pg, now=later)
     assert [p.partition_name for p in dropped] == [p.partition_name for p in would]
