@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pipeline import __version__
-from pipeline.cli import demo, dlq, migrate, partitions, produce, worker
+from pipeline.cli import demo, dlq, migrate, partitions, produce, query, worker
 from pipeline.config import Config
 from pipeline.errors import ConfigError, PipelineError
 
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.register(commands)
     partitions.register(commands)
     produce.register(commands)
+    query.register(commands)
     worker.register(commands)
     return parser
 

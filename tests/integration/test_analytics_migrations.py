@@ -1,0 +1,97 @@
+"""Migrations 0003-0006: exact downs, repeatable in one database while other databases of
+the server use the (cluster-wide) roles, and rollups built for rows older than 0004."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from pipeline.config import DatabaseConfig
+from pipeline.maintenance.rollups import refresh_rollups
+from pipeline.migrations.runner import MigrationRunner
+from tests.conftest import SQL_DIR
+from tests.integration.test_analytics_rollups import (
+    NOW,
+    assert_exact,
+    mixed_workload,
+    prepare,
+    write_analyses,
+    write_calls,
+)
+from tests.integration.test_migrations import fingerprint
+
+ROLES = ("pipeline_migrator", "pipeline_writer", "pipeline_analyst", "pipeline_analyst_all")
+
+# Everything 0006 leaves in a database's catalogs that mentions the roles.
+ROLE_TRACES = """
+SELECT 'acl ' || c.relname FROM pg_class c, aclexplode(c.relacl) a
+WHERE a.grantee = ANY($1::regrole[]) OR a.grantor = ANY($1::regrole[])
+UNION ALL
+SELECT 'owner ' || c.relname FROM pg_class c WHERE c.relowner = ANY($1::regrole[])
+UNION ALL
+SELECT 'function ' || p.proname FROM pg_proc p
+WHERE p.proowner = ANY($1::regrole[]) OR p.prosecdef
+   OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = ANY($1::regrole[]))
+UNION ALL
+SELECT 'schema ' || n.nspname FROM pg_namespace n, aclexplode(n.nspacl) a
+WHERE a.grantee = ANY($1::regrole[])
+UNION ALL
+SELECT 'policy ' || polname FROM pg_policy
+UNION ALL
+SELECT 'rls ' || relname FROM pg_class WHERE relrowsecurity
+"""
+
+
+def runner(conn: asyncpg.Connection) -> MigrationRunner:
+    return MigrationRunner(conn, SQL_DIR, applied_by="tests")
+
+
+@pytest.mark.asyncio
+async def test_up_down_up_repeatedly_while_other_databases_use_the_roles(
+    fresh_database: DatabaseConfig, pg: asyncpg.Connection
+) -> None:
+    # `pg` is another migrated database of the same server: it holds grants to the roles
+    # and objects owned by pipeline_migrator throughout.
+    assert await pg.fetchval("SELECT count(*) FROM pg_policy") > 0
+    conn = await asyncpg.connect(fresh_database.url)
+    try:
+        await runner(conn).up(to=2)
+        at_2 = await fingerprint(conn)
+        assert await conn.fetch(ROLE_TRACES, list(ROLES)) == []
+        await runner(conn).up()
+        first = await fingerprint(conn)
+        assert len(await conn.fetch(ROLE_TRACES, list(ROLES))) > 20
+        for _ in range(2):
+            rolled_back = await runner(conn).down(to=2)
+            assert [m.version for m in rolled_back][-4:] == [6, 5, 4, 3]
+            assert await fingerprint(conn) == at_2
+            assert [r[0] for r in await conn.fetch(ROLE_TRACES, list(ROLES))] == []
+            await runner(conn).up()
+            assert await fingerprint(conn) == first
+        # The roles are kept (other databases use them) and still work there.
+        existing = await conn.fetch("SELECT rolname FROM pg_roles WHERE rolname = ANY($1)", ROLES)
+        assert sorted(r[0] for r in existing) == sorted(ROLES)
+    finally:
+        await conn.close()
+    await pg.execute("SET ROLE pipeline_writer")
+    await prepare(pg)
+
+
+@pytest.mark.asyncio
+async def test_rows_written_before_the_rollups_existed_are_rolled_up(
+    fresh_database: DatabaseConfig,
+) -> None:
+    conn = await asyncpg.connect(fresh_database.url, server_settings={"TimeZone": "UTC"})
+    try:
+        await runner(conn).up(to=2)
+        await conn.execute("SELECT ensure_partitions($1)", NOW)
+        calls, analyses = mixed_workload(seed=3, count=100)
+        await write_calls(conn, calls)
+        await write_analyses(conn, analyses)
+        await runner(conn).up()
+        assert await conn.fetchval("SELECT count(*) FROM rollup_pending") > 0
+        await prepare(conn)  # the rollups' partitions
+        await refresh_rollups(conn, now=NOW)
+        await assert_exact(conn)
+    finally:
+        await conn.close()
