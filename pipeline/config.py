@@ -162,6 +162,7 @@ class WorkerConfig:
     retry_max_ms: int = 30_000
     shutdown_timeout_s: float = 30.0
     maintenance_interval_s: float = 3_600.0
+    rollup_interval_s: float = 300.0
 
     def __post_init__(self) -> None:
         if not self.group_id:
@@ -176,6 +177,7 @@ class WorkerConfig:
             raise ConfigError("PIPELINE_RETRY_MAX_MS must be at least PIPELINE_RETRY_INITIAL_MS")
         _positive("PIPELINE_SHUTDOWN_TIMEOUT_S", self.shutdown_timeout_s)
         _positive("PIPELINE_MAINTENANCE_INTERVAL_S", self.maintenance_interval_s)
+        _positive("PIPELINE_ROLLUP_INTERVAL_S", self.rollup_interval_s)
 
 
 def default_sql_dir() -> Path:
@@ -201,10 +203,13 @@ class MigrationsConfig:
 @dataclass(frozen=True)
 class Config:
     """The whole configuration. ``database`` and ``kafka`` are ``None`` when not configured:
-    commands that need them say so (or start embedded services, for ``pipeline demo``)."""
+    commands that need them say so (or start embedded services, for ``pipeline demo``).
+    ``analytics_database`` (``ANALYTICS_DATABASE_URL``) is where ``pipeline query`` reads,
+    typically a read replica; ``None`` means the main database."""
 
     database: DatabaseConfig | None = None
     kafka: KafkaConfig | None = None
+    analytics_database: DatabaseConfig | None = None
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     migrations: MigrationsConfig = field(default_factory=MigrationsConfig)
@@ -243,6 +248,8 @@ class Config:
                 DATABASE_CONNECT_TIMEOUT_S=str(d.connect_timeout_s),
                 DATABASE_STATEMENT_TIMEOUT_MS=str(d.statement_timeout_ms),
             )
+        if self.analytics_database is not None:
+            env["ANALYTICS_DATABASE_URL"] = self.analytics_database.url
         if self.kafka is not None:
             k = self.kafka
             env.update(
@@ -276,6 +283,7 @@ class Config:
             PIPELINE_RETRY_MAX_MS=str(w.retry_max_ms),
             PIPELINE_SHUTDOWN_TIMEOUT_S=str(w.shutdown_timeout_s),
             PIPELINE_MAINTENANCE_INTERVAL_S=str(w.maintenance_interval_s),
+            PIPELINE_ROLLUP_INTERVAL_S=str(w.rollup_interval_s),
             PIPELINE_MIGRATIONS_DIR=str(self.migrations.directory),
             PIPELINE_MIGRATION_LOCK_TIMEOUT_S=str(self.migrations.lock_timeout_s),
             PIPELINE_STATE_DIR=str(self.state_dir),
@@ -291,6 +299,8 @@ class Config:
         e = os.environ if env is None else env
         reader = _Reader(e)
         database = _database_from_env(reader)
+        analytics_url = reader.text("ANALYTICS_DATABASE_URL")
+        analytics_database = DatabaseConfig(url=analytics_url) if analytics_url else None
         bootstrap = reader.text("KAFKA_BOOTSTRAP_SERVERS")
         kafka = (
             KafkaConfig(
@@ -326,6 +336,7 @@ class Config:
             flush_max_records=reader.integer(
                 "PIPELINE_FLUSH_MAX_RECORDS", d_worker.flush_max_records
             ),
+            flush_max_events=reader.integer("PIPELINE_FLUSH_MAX_EVENTS", d_worker.flush_max_events),
             retry_initial_ms=reader.integer("PIPELINE_RETRY_INITIAL_MS", d_worker.retry_initial_ms),
             retry_max_ms=reader.integer("PIPELINE_RETRY_MAX_MS", d_worker.retry_max_ms),
             shutdown_timeout_s=reader.number(
@@ -333,6 +344,9 @@ class Config:
             ),
             maintenance_interval_s=reader.number(
                 "PIPELINE_MAINTENANCE_INTERVAL_S", d_worker.maintenance_interval_s
+            ),
+            rollup_interval_s=reader.number(
+                "PIPELINE_ROLLUP_INTERVAL_S", d_worker.rollup_interval_s
             ),
         )
         sql_dir = reader.text("PIPELINE_MIGRATIONS_DIR")
@@ -343,6 +357,7 @@ class Config:
         return cls(
             database=database,
             kafka=kafka,
+            analytics_database=analytics_database,
             topics=topics,
             worker=worker,
             migrations=migrations,

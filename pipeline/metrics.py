@@ -140,6 +140,11 @@ class Metrics:
             "Unix time of the last successful partition maintenance run.",
             registry=r,
         )
+        self.rollups_last_success = Gauge(
+            "pipeline_rollups_last_success_timestamp_seconds",
+            "Unix time of the last completed rollup refresh (maintenance leader).",
+            registry=r,
+        )
         self.database_available.set(1)
 
 
@@ -164,5 +169,6 @@ METRIC_NAMES = frozenset(
         "pipeline_partitions_created_total",
         "pipeline_partitions_ahead",
         "pipeline_maintenance_last_success_timestamp_seconds",
+        "pipeline_rollups_last_success_timestamp_seconds",
     }
 )

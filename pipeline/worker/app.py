@@ -16,7 +16,7 @@ that keeps a partition too long (a zombie) is fenced by the watermark row lock.
 
 Web views on the worker's port: ``/metrics`` (Prometheus), ``/healthz`` (the process
 answers), ``/readyz`` (200 when partitions are assigned and no flush is stalled).
-A leader-only timer runs partition maintenance.
+Leader-only timers run partition maintenance and the incremental rollup refresh.
 """
 
 from __future__ import annotations
@@ -105,6 +105,13 @@ def create_app(config: Config, runtime: WorkerRuntime) -> Any:
             await runtime.maintain_partitions()
         except Exception:
             log.exception("partition maintenance failed; the next run retries")
+
+    @app.timer(interval=worker.rollup_interval_s, on_leader=True)  # type: ignore[untyped-decorator]
+    async def rollups() -> None:
+        try:
+            await runtime.refresh_rollups()
+        except Exception:
+            log.exception("rollup refresh failed; the next run retries")
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:

@@ -21,7 +21,7 @@ from pipeline import db
 from pipeline.config import Config
 from pipeline.contract import EventKind
 from pipeline.errors import PipelineError, classify_database_error
-from pipeline.maintenance import partitions
+from pipeline.maintenance import partitions, rollups
 from pipeline.metrics import Metrics
 from pipeline.worker.deadletter import DeadLetterPublisher
 from pipeline.worker.flush import Flusher, RetryPolicy
@@ -126,6 +126,15 @@ class WorkerRuntime:
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
+
+    async def refresh_rollups(self) -> None:
+        """Fold queued base-table changes into the rollups (run by the group's leader)."""
+        if self.pool is None:
+            return
+        async with self.pool.acquire() as conn:
+            report = await rollups.refresh_rollups(conn)
+        if not report.busy:
+            self.metrics.rollups_last_success.set(self.clock())
 
     async def maintain_partitions(self) -> None:
         """Ensure partitions ahead and prune expired ones (run by the group's leader)."""

@@ -111,6 +111,41 @@ def test_to_env_round_trips() -> None:
             "PIPELINE_GROUP_ID": "g",
             "PIPELINE_WORKER_ID": "w7",
             "PIPELINE_FLUSH_MAX_EVENTS": "123",
+            "PIPELINE_ROLLUP_INTERVAL_S": "300",
+            "ANALYTICS_DATABASE_URL": "postgresql://analyst:pw@replica/events",
         }
     )
+    assert config.worker.flush_max_events == 123
+    assert config.worker.rollup_interval_s == 300
+    assert config.analytics_database is not None
+    assert "pw" not in repr(config)
     assert Config.from_env(config.to_env()) == config
+
+
+def test_every_variable_to_env_writes_is_one_from_env_reads() -> None:
+    """A variable written by to_env but ignored by from_env would silently reset to its
+    default in every worker process the demo or the tests start."""
+    base = Config.from_env({"DATABASE_URL": "postgresql://a@b/c", "KAFKA_BOOTSTRAP_SERVERS": "k:1"})
+    for name, value in base.to_env().items():
+        changed = {**base.to_env(), name: _different(name, value)}
+        assert Config.from_env(changed) != base, f"from_env ignores {name}"
+
+
+def _different(name: str, value: str) -> str:
+    """A valid value for ``name`` other than ``value``."""
+    if value in ("true", "false"):
+        return "false" if value == "true" else "true"
+    if name.endswith("_URL"):
+        return value.replace("@b/c", "@b/other")
+    if name == "KAFKA_BOOTSTRAP_SERVERS":
+        return "k:2"
+    if name == "KAFKA_SECURITY_PROTOCOL":
+        return "SSL"
+    try:
+        return str(int(value) + 1)
+    except ValueError:
+        pass
+    try:
+        return str(float(value) + 1)
+    except ValueError:
+        return value + "-x"
