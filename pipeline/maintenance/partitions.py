@@ -88,6 +88,17 @@ async def expired(conn: Any, *, now: datetime | None = None) -> list[PartitionIn
     return [PartitionInfo(**dict(r)) for r in rows]
 
 
+async def can_prune(conn: Any) -> bool:
+    """Whether this login may detach and drop partitions: DETACH and DROP need the owner
+    of the partitioned tables (``pipeline_migrator`` after migration 0006), so a login
+    with only ``pipeline_writer`` can create partitions but not prune them."""
+    allowed: bool | None = await conn.fetchval(
+        "SELECT bool_and(pg_has_role(current_user, c.relowner, 'USAGE')) "
+        "FROM partition_policies p JOIN pg_class c ON c.oid = to_regclass(p.parent_table)"
+    )
+    return bool(allowed)
+
+
 async def prune(
     conn: Any,
     *,

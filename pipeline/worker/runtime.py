@@ -48,6 +48,7 @@ class WorkerRuntime:
         self.assigned: set[tuple[str, int]] = set()
         self._started = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._prune_warned = False
         w = config.worker
         self.retry = RetryPolicy(w.retry_initial_ms / 1000, w.retry_max_ms / 1000)
 
@@ -145,7 +146,16 @@ class WorkerRuntime:
             for r in results:
                 if r.created:
                     self.metrics.partitions_created.labels(r.parent_table).inc()
-            dropped = await partitions.prune(conn)
+            dropped: list[partitions.PartitionInfo] = []
+            if await partitions.can_prune(conn):
+                dropped = await partitions.prune(conn)
+            elif not self._prune_warned:
+                self._prune_warned = True
+                log.warning(
+                    "this login cannot drop expired partitions (it is not a member of their "
+                    "owner, pipeline_migrator): run `pipeline partitions prune` on a schedule "
+                    "under the migration login (docs/operations.md)"
+                )
             ahead = await conn.fetch(
                 "SELECT parent_table, count(*) FILTER (WHERE range_start > now()) AS n "
                 "FROM partition_ranges GROUP BY parent_table"

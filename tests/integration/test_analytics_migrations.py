@@ -7,6 +7,7 @@ import asyncpg
 import pytest
 
 from pipeline.config import DatabaseConfig
+from pipeline.maintenance.partitions import can_prune, prune
 from pipeline.maintenance.rollups import refresh_rollups
 from pipeline.migrations.runner import MigrationRunner
 from tests.conftest import SQL_DIR
@@ -95,3 +96,15 @@ async def test_rows_written_before_the_rollups_existed_are_rolled_up(
         await assert_exact(conn)
     finally:
         await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_only_owners_of_the_tables_may_prune(pg: asyncpg.Connection) -> None:
+    """The leader's maintenance asks first, so a writer-only login skips pruning instead of
+    failing every run."""
+    assert await can_prune(pg)  # the tests' superuser
+    await pg.execute("SET ROLE pipeline_migrator")
+    assert await can_prune(pg)
+    await pg.execute("SET ROLE pipeline_writer")
+    assert not await can_prune(pg)
+    await prune(pg, dry_run=True)  # reading what would be pruned is allowed
