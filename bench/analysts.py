@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -46,10 +44,12 @@ from typing import Any
 
 import asyncpg
 
+from bench._machine import machine
 from pipeline.config import default_sql_dir
 from pipeline.embedded import EmbeddedPostgres
 from pipeline.maintenance.rollups import refresh_rollups
 from pipeline.migrations.runner import MigrationRunner
+from pipeline.worker.writes import additive_set
 from pipeline.workload import spec
 
 log = logging.getLogger(__name__)
@@ -155,22 +155,7 @@ SELECT time_window, ($3::text[])[svc + 1], ($4::text[])[svc * 10 + ep + 1], meth
 FROM shaped
 GROUP BY time_window, svc, ep, method, u
 ON CONFLICT (time_window, service, endpoint, method, user_id, organization_id) DO UPDATE SET
-    request_count        = api_usage.request_count + excluded.request_count,
-    success_count        = api_usage.success_count + excluded.success_count,
-    error_count          = api_usage.error_count + excluded.error_count,
-    token_usage          = api_usage.token_usage + excluded.token_usage,
-    cost                 = api_usage.cost + excluded.cost,
-    response_time_ms_sum = api_usage.response_time_ms_sum + excluded.response_time_ms_sum,
-    response_time_ms_max = greatest(api_usage.response_time_ms_max, excluded.response_time_ms_max),
-    latency_le_50        = api_usage.latency_le_50 + excluded.latency_le_50,
-    latency_le_100       = api_usage.latency_le_100 + excluded.latency_le_100,
-    latency_le_250       = api_usage.latency_le_250 + excluded.latency_le_250,
-    latency_le_500       = api_usage.latency_le_500 + excluded.latency_le_500,
-    latency_le_1000      = api_usage.latency_le_1000 + excluded.latency_le_1000,
-    latency_le_2500      = api_usage.latency_le_2500 + excluded.latency_le_2500,
-    latency_le_5000      = api_usage.latency_le_5000 + excluded.latency_le_5000,
-    latency_gt_5000      = api_usage.latency_gt_5000 + excluded.latency_gt_5000,
-    updated_at           = excluded.updated_at
+    {additive_set("api_usage")}
 """
 
 
@@ -413,19 +398,6 @@ async def run(args: argparse.Namespace, url: str) -> None:
             print(f"{item.name:44} {p50:8.1f} {p95:8.1f} {nrows:6}  {target:6}  {summary}")
     finally:
         await conn.close()
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.node()}: {os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB RAM"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +28,7 @@ from pathlib import Path
 
 import aiokafka
 
+from bench._machine import machine
 from pipeline.cli._common import format_table
 from pipeline.config import KafkaConfig, TopicsConfig
 from pipeline.contract import Event, validate_event
@@ -158,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     spec = WorkloadSpec(seed=args.seed, api_calls=args.events, start_ms=time.time_ns() // 10**6)
     print(
-        f"machine: {os.cpu_count()} CPUs, {platform.platform()}, Python "
-        f"{platform.python_version()}, aiokafka {aiokafka.__version__}\n"
+        f"machine: {machine()}, aiokafka {aiokafka.__version__}\n"
         f"broker: embedded Tansu (memory storage) on the same machine, "
         f"{args.partitions} partitions per topic, acks=all, idempotence off\n"
         f"workload: seed {spec.seed}, {spec.api_calls:,} API calls + {spec.analyses:,} "

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from bench._machine import machine
 from pipeline.config import KafkaConfig
 from pipeline.contract import EventKind, decode_record
 from pipeline.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
@@ -49,19 +49,6 @@ from pipeline.workload import EventFactory, Item, WorkloadSpec, generate, pack
 REPO = Path(__file__).resolve().parent.parent
 TOPICS = {EventKind.API_CALL: "api-calls", EventKind.ANALYSIS: "analysis-events"}
 GROUP = "bench"
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores ({model}), {platform.system()} {platform.release()}, "\
-        f"Python {platform.python_version()}"  # fmt: skip
 
 
 def records_of(items: Iterable[Item], shape: str) -> dict[EventKind, list[bytes]]:

@@ -24,6 +24,23 @@ from pipeline.worker.aggregate import BucketKey
 
 _EPOCH = "(timestamptz 'epoch' + {} * interval '1 millisecond')"
 
+BUCKET_SUMS = (
+    "request_count", "success_count", "error_count", "token_usage", "cost",
+    "response_time_ms_sum", "latency_le_50", "latency_le_100", "latency_le_250",
+    "latency_le_500", "latency_le_1000", "latency_le_2500", "latency_le_5000",
+    "latency_gt_5000",
+)  # fmt: skip
+
+
+def additive_set(target: str) -> str:
+    """The SET list of a bucket upsert into ``target`` (the table or its alias): every sum
+    adds the new delta, the maximum keeps the larger value, ``updated_at`` moves."""
+    sums = [f"{c} = {target}.{c} + excluded.{c}" for c in BUCKET_SUMS]
+    largest = "response_time_ms_max = "
+    largest += f"greatest({target}.response_time_ms_max, excluded.response_time_ms_max)"
+    return ",\n    ".join([*sums, largest, "updated_at = excluded.updated_at"])
+
+
 UPSERT_BUCKETS = f"""
 INSERT INTO api_usage AS u (
     time_window, service, endpoint, method, user_id, organization_id,
@@ -41,22 +58,7 @@ FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::te
      AS t(hour_ms, service, endpoint, method, user_id, org_id, requests, successes, errors,
           tokens, cost_e8, rt_sum, rt_max, h0, h1, h2, h3, h4, h5, h6, h7)
 ON CONFLICT (time_window, service, endpoint, method, user_id, organization_id) DO UPDATE SET
-    request_count        = u.request_count + excluded.request_count,
-    success_count        = u.success_count + excluded.success_count,
-    error_count          = u.error_count + excluded.error_count,
-    token_usage          = u.token_usage + excluded.token_usage,
-    cost                 = u.cost + excluded.cost,
-    response_time_ms_sum = u.response_time_ms_sum + excluded.response_time_ms_sum,
-    response_time_ms_max = greatest(u.response_time_ms_max, excluded.response_time_ms_max),
-    latency_le_50        = u.latency_le_50 + excluded.latency_le_50,
-    latency_le_100       = u.latency_le_100 + excluded.latency_le_100,
-    latency_le_250       = u.latency_le_250 + excluded.latency_le_250,
-    latency_le_500       = u.latency_le_500 + excluded.latency_le_500,
-    latency_le_1000      = u.latency_le_1000 + excluded.latency_le_1000,
-    latency_le_2500      = u.latency_le_2500 + excluded.latency_le_2500,
-    latency_le_5000      = u.latency_le_5000 + excluded.latency_le_5000,
-    latency_gt_5000      = u.latency_gt_5000 + excluded.latency_gt_5000,
-    updated_at           = excluded.updated_at
+    {additive_set("u")}
 """
 
 INSERT_ANALYSES = f"""
