@@ -56,8 +56,9 @@ queued hour, and its day, from the level below, so answers are exact even betwee
 refreshes (see ``sql/migrations/0005_analyst_functions.up.sql``).
 
 Hourly rollups are recomputed for the batch's queued hours, daily ones for its days, in
-the order of :data:`_PLAN`: a daily rollup from the hourly one below it (or, for
-``api_usage_daily``, from api_usage), after that hourly one in the same transaction.
+the order of :data:`pipeline.maintenance.rollup_plan.PLAN`: a daily rollup from the
+hourly one below it (or, for ``api_usage_daily``, from api_usage), after that hourly one
+in the same transaction.
 Batches take whole days (every queued hour of a day at once), so when a day is
 recomputed, each of its hours was either recomputed in that transaction or not queued in
 its snapshot, i.e. already exact.
@@ -83,6 +84,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.errors import PipelineError, classify_database_error
+from pipeline.maintenance.rollup_plan import PLAN
 
 log = logging.getLogger(__name__)
 
@@ -114,181 +116,6 @@ DELETE FROM rollup_pending
 WHERE source = $1 AND date_trunc('day', unit_start, 'UTC') = ANY($2::timestamptz[])
 RETURNING unit_start
 """
-
-_API_MEASURES = (
-    "request_count", "success_count", "error_count", "token_usage", "cost",
-    "response_time_ms_sum", "response_time_ms_max", "latency_le_50", "latency_le_100",
-    "latency_le_250", "latency_le_500", "latency_le_1000", "latency_le_2500",
-    "latency_le_5000", "latency_gt_5000",
-)  # fmt: skip
-_AI_MEASURES = (
-    "analyses", "completed_count", "failed_count", "fallback_count", "cache_hit_count",
-    "batch_count", "processing_attempts", "request_tokens", "response_tokens", "tokens_used",
-    "cost", "processing_time_ms_sum", "processing_time_ms_count", "processing_time_ms_max",
-    "queue_wait_time_ms_sum", "queue_wait_time_ms_count", "total_processing_time_ms_sum",
-    "total_processing_time_ms_count",
-)  # fmt: skip
-_API_DETAIL = ("service", "endpoint", "method", "user_id", "organization_id")
-_AI_DETAIL = ("organization_id", "user_id", "model_type", "model_version", "region_processed")
-
-
-def _sums(alias: str, measures: tuple[str, ...]) -> str:
-    """``sum(a.m) AS m`` for each measure (``max`` for the ``*_max`` ones)."""
-    return ",\n       ".join(
-        f"{'max' if m.endswith('_max') else 'sum'}({alias}.{m}) AS {m}" for m in measures
-    )
-
-
-def _replace(table: str, keys: tuple[str, ...], measures: tuple[str, ...], fresh: str) -> str:
-    """One statement that makes the rows of ``table`` for the units in ``$1`` equal to
-    ``fresh`` (their aggregate from the level below): it deletes the rows whose key is no
-    longer in ``fresh``, inserts new keys and updates only rows whose measures changed.
-    Rows that did not change are not written, so refreshing today every few minutes does
-    not rewrite (and bloat) all of today's rows. Keys are compared as ``ROW(...)::text``,
-    which tells NULL from '' and can be hashed. Returns the number of rows written."""
-    columns = ", ".join(("time_window", *keys, *measures))
-    key_row = ", ".join(keys)
-    return f"""
-WITH fresh AS MATERIALIZED ({fresh}),
-gone AS (
-    DELETE FROM {table} r
-    WHERE r.time_window = ANY($1::timestamptz[])
-      AND NOT EXISTS (SELECT 1 FROM fresh f
-                      WHERE f.time_window = r.time_window
-                        AND ROW({", ".join(f"f.{k}" for k in keys)})::text
-                            = ROW({", ".join(f"r.{k}" for k in keys)})::text)
-    RETURNING 1
-), written AS (
-    INSERT INTO {table} AS r ({columns})
-    SELECT {columns} FROM fresh
-    ON CONFLICT (time_window, {key_row}) DO UPDATE SET
-        {", ".join(f"{m} = excluded.{m}" for m in measures)}
-    WHERE ({", ".join(f"r.{m}" for m in measures)})
-          IS DISTINCT FROM ({", ".join(f"excluded.{m}" for m in measures)})
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM written)
-"""
-
-
-# Per source, in order: (rollup, statement, whether its units are the batch's days or
-# hours). Each rollup is computed from the base table or from a rollup earlier in the list.
-_PLAN = {
-    "api_usage": (
-        (
-            "api_usage_daily",
-            _replace(
-                "api_usage_daily",
-                _API_DETAIL,
-                _API_MEASURES,
-                f"""
-                SELECT d.day AS time_window, u.service, u.endpoint, u.method, u.user_id,
-                       u.organization_id, {_sums("u", _API_MEASURES)}
-                FROM unnest($1::timestamptz[]) AS d(day)
-                JOIN api_usage u
-                  ON u.time_window >= d.day AND u.time_window < d.day + interval '24 hours'
-                GROUP BY d.day, u.service, u.endpoint, u.method, u.user_id,
-                         u.organization_id""",
-            ),
-            "days",
-        ),
-        (
-            "api_usage_summary_hourly",
-            _replace(
-                "api_usage_summary_hourly",
-                ("organization_id", "service"),
-                _API_MEASURES,
-                f"""
-                SELECT u.time_window, u.organization_id, u.service, {_sums("u", _API_MEASURES)}
-                FROM api_usage u
-                WHERE u.time_window = ANY($1::timestamptz[])
-                GROUP BY u.time_window, u.organization_id, u.service""",
-            ),
-            "hours",
-        ),
-        (
-            "api_usage_summary_daily",
-            _replace(
-                "api_usage_summary_daily",
-                ("organization_id", "service"),
-                _API_MEASURES,
-                f"""
-                SELECT d.day AS time_window, u.organization_id, u.service,
-                       {_sums("u", _API_MEASURES)}
-                FROM unnest($1::timestamptz[]) AS d(day)
-                JOIN api_usage_summary_hourly u
-                  ON u.time_window >= d.day AND u.time_window < d.day + interval '24 hours'
-                GROUP BY d.day, u.organization_id, u.service""",
-            ),
-            "days",
-        ),
-    ),
-    "ai_analysis": (
-        (
-            "ai_analysis_hourly",
-            _replace(
-                "ai_analysis_hourly",
-                _AI_DETAIL,
-                _AI_MEASURES,
-                f"""
-                SELECT h.hour AS time_window, f.organization_id, f.user_id, f.model_type,
-                       f.model_version, f.region_processed, {_sums("f", _AI_MEASURES)}
-                FROM unnest($1::timestamptz[]) AS h(hour)
-                CROSS JOIN LATERAL ai_analysis_as_facts(h.hour, h.hour + interval '1 hour') f
-                GROUP BY h.hour, f.organization_id, f.user_id, f.model_type, f.model_version,
-                         f.region_processed""",
-            ),
-            "hours",
-        ),
-        (
-            "ai_analysis_daily",
-            _replace(
-                "ai_analysis_daily",
-                _AI_DETAIL,
-                _AI_MEASURES,
-                f"""
-                SELECT d.day AS time_window, f.organization_id, f.user_id, f.model_type,
-                       f.model_version, f.region_processed, {_sums("f", _AI_MEASURES)}
-                FROM unnest($1::timestamptz[]) AS d(day)
-                JOIN ai_analysis_hourly f
-                  ON f.time_window >= d.day AND f.time_window < d.day + interval '24 hours'
-                GROUP BY d.day, f.organization_id, f.user_id, f.model_type, f.model_version,
-                         f.region_processed""",
-            ),
-            "days",
-        ),
-        (
-            "ai_analysis_summary_hourly",
-            _replace(
-                "ai_analysis_summary_hourly",
-                ("organization_id", "model_type"),
-                _AI_MEASURES,
-                f"""
-                SELECT f.time_window, f.organization_id, f.model_type, {_sums("f", _AI_MEASURES)}
-                FROM ai_analysis_hourly f
-                WHERE f.time_window = ANY($1::timestamptz[])
-                GROUP BY f.time_window, f.organization_id, f.model_type""",
-            ),
-            "hours",
-        ),
-        (
-            "ai_analysis_summary_daily",
-            _replace(
-                "ai_analysis_summary_daily",
-                ("organization_id", "model_type"),
-                _AI_MEASURES,
-                f"""
-                SELECT d.day AS time_window, f.organization_id, f.model_type,
-                       {_sums("f", _AI_MEASURES)}
-                FROM unnest($1::timestamptz[]) AS d(day)
-                JOIN ai_analysis_summary_hourly f
-                  ON f.time_window >= d.day AND f.time_window < d.day + interval '24 hours'
-                GROUP BY d.day, f.organization_id, f.model_type""",
-            ),
-            "days",
-        ),
-    ),
-}
 
 # Sorting and hashing a day of buckets needs more than the default 4 MB; only inside the
 # refresh transaction (SET LOCAL), never for the writer's other sessions.
@@ -435,9 +262,9 @@ async def _days_with_partitions(
     """The days whose base partition exists and whose rollup partitions exist (created
     here if needed) within the rollups' retention."""
     valid = {r["day"] for r in await conn.fetch(_DAYS_WITH_BASE, source, days)}
-    for table, _statement, _units in _PLAN[source]:
+    for step in PLAN[source]:
         for day in sorted(valid):
-            if await conn.fetchval(_ENSURE, table, day, now) is None:
+            if await conn.fetchval(_ENSURE, step.table, day, now) is None:
                 valid.discard(day)
     return valid
 
@@ -448,8 +275,9 @@ async def _recompute(conn: Any, source: str, days: list[datetime], hours: list[d
         return 0
     await conn.execute(_WORK_MEM)
     rows = 0
-    for _table, statement, units in _PLAN[source]:
-        written: int = await conn.fetchval(statement, days if units == "days" else hours)
+    for step in PLAN[source]:
+        units = days if step.units == "days" else hours
+        written: int = await conn.fetchval(step.statement, units)
         rows += written
     return rows
 
