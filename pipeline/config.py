@@ -82,6 +82,8 @@ class DatabaseConfig:
 
 
 _SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+# Every codec Kafka defines. The worker and the tools read all of them whatever this says.
+COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
 _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
@@ -101,8 +103,17 @@ class KafkaConfig:
     # Idempotent producers (no duplicates on producer retries) need InitProducerId, which
     # Apache Kafka supports and the embedded Tansu broker does not.
     idempotent_producer: bool = True
+    # How our producers (the SDK, dead letters, replay) compress record batches. zstd
+    # measured best for our JSON records: ~5.8x smaller at ~0.6 us of CPU per event
+    # (docs/performance.md, "Compression"). Needs Kafka 2.1 or newer.
+    compression_type: str = "zstd"
 
     def __post_init__(self) -> None:
+        if self.compression_type not in COMPRESSION_TYPES:
+            raise ConfigError(
+                f"KAFKA_COMPRESSION_TYPE must be one of {', '.join(COMPRESSION_TYPES)}, "
+                f"got {self.compression_type!r}"
+            )
         if not self.bootstrap_servers or not all(self.bootstrap_servers):
             raise ConfigError("KAFKA_BOOTSTRAP_SERVERS must list at least one host:port")
         for server in self.bootstrap_servers:
@@ -257,6 +268,7 @@ class Config:
                 KAFKA_SECURITY_PROTOCOL=k.security_protocol,
                 KAFKA_CLIENT_ID=k.client_id,
                 KAFKA_IDEMPOTENT_PRODUCER="true" if k.idempotent_producer else "false",
+                KAFKA_COMPRESSION_TYPE=k.compression_type,
             )
             optional = {
                 "KAFKA_SASL_MECHANISM": k.sasl_mechanism,
@@ -314,6 +326,7 @@ class Config:
                 ssl_keyfile=reader.text("KAFKA_SSL_KEYFILE"),
                 client_id=reader.text("KAFKA_CLIENT_ID") or "event-pipeline",
                 idempotent_producer=reader.flag("KAFKA_IDEMPOTENT_PRODUCER", True),
+                compression_type=(reader.text("KAFKA_COMPRESSION_TYPE") or "zstd").lower(),
             )
             if bootstrap
             else None

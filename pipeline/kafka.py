@@ -1,9 +1,13 @@
 """Kafka plumbing shared by the producer, the worker and the tools.
 
 :func:`client_options` turns :class:`~pipeline.config.KafkaConfig` into aiokafka keyword
-arguments (TLS and SASL included); :func:`ensure_topics` creates the pipeline's topics if
-they are missing. Creating topics explicitly matters: a broker that auto-creates them picks
-its own partition count (Tansu: 4), which caps how many workers can share the load.
+arguments (TLS and SASL included); :func:`producer_options` adds what every producer of
+ours shares (acks=all, idempotence, compression); :func:`require_codecs` fails early, with
+what to install, when the client cannot read every codec Kafka defines (a record from a
+Go or Java service is often snappy, lz4 or zstd); :func:`ensure_topics` creates the
+pipeline's topics if they are missing. Creating topics explicitly matters: a broker that
+auto-creates them picks its own partition count (Tansu: 4), which caps how many workers
+can share the load.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from pipeline.config import KafkaConfig
+from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,46 @@ def client_options(config: KafkaConfig) -> dict[str, Any]:
         options["sasl_plain_username"] = config.sasl_username
         options["sasl_plain_password"] = config.sasl_password
     return options
+
+
+def producer_options(config: KafkaConfig, *, max_request_size: int) -> dict[str, Any]:
+    """Keyword arguments for an ``AIOKafkaProducer``: :func:`client_options`, acks=all,
+    idempotence as configured, ``KAFKA_COMPRESSION_TYPE``, a short linger and
+    ``max_request_size`` (the largest record this producer may send, plus framing)."""
+    codec = config.compression_type
+    return {
+        **client_options(config),
+        "acks": "all",
+        "enable_idempotence": config.idempotent_producer,
+        "compression_type": None if codec == "none" else codec,
+        "linger_ms": 5,
+        "max_request_size": max_request_size,
+    }
+
+
+def require_codecs() -> None:
+    """Raise :class:`ConfigError` unless aiokafka can decode gzip, snappy, lz4 and zstd.
+
+    Without them a consumer crashes on the first compressed batch a foreign client wrote.
+    """
+    from aiokafka import codec
+
+    missing = [
+        name
+        for name, present in (
+            ("gzip", codec.has_gzip()),
+            ("snappy", codec.has_snappy()),
+            ("lz4", codec.has_lz4()),
+            ("zstd", codec.has_zstd()),
+        )
+        if not present
+    ]
+    if missing:
+        raise ConfigError(
+            f"the Kafka client cannot decode {', '.join(missing)}-compressed records: "
+            "install the codecs with `pip install 'aiokafka[snappy,lz4,zstd]'` (they come "
+            "with the event-pipeline package; the environment is incomplete)"
+        )
 
 
 async def ensure_topics(

@@ -41,7 +41,7 @@ from pipeline.deadletters.read import (
     distinct,
     read_topics,
 )
-from pipeline.kafka import client_options
+from pipeline.kafka import client_options, producer_options
 
 log = logging.getLogger(__name__)
 
@@ -222,13 +222,7 @@ async def execute_replay(
     if not plan.to_replay:
         return []
     markers = markers_topic(plan.dead_letters_topic)
-    producer: Any = AIOKafkaProducer(
-        **client_options(kafka),
-        acks="all",
-        enable_idempotence=kafka.idempotent_producer,
-        linger_ms=5,
-        max_request_size=4 * 1024 * 1024,
-    )
+    producer: Any = AIOKafkaProducer(**producer_options(kafka, max_request_size=4 * 1024 * 1024))
     done: list[Replayed] = []
     try:
         await ensure_markers_topic(kafka, markers, replication_factor=replication_factor)

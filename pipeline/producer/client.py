@@ -45,7 +45,7 @@ from aiokafka import AIOKafkaProducer
 
 from pipeline.config import KafkaConfig, TopicsConfig
 from pipeline.contract import Analysis, ApiCall, Event, EventKind, SystemLog, validate_event
-from pipeline.kafka import client_options
+from pipeline.kafka import producer_options
 from pipeline.producer.buffer import (
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_MAX_RECORD_EVENTS,
@@ -149,11 +149,9 @@ class EventProducer:
         if self._started or self._buffer.closed:
             raise ProducerClosedError("an EventProducer can be started only once")
         client = AIOKafkaProducer(
-            **client_options(self._kafka),
-            acks="all",
-            enable_idempotence=self._kafka.idempotent_producer,
-            linger_ms=5,
-            max_request_size=self._buffer.max_record_bytes + 65_536,
+            **producer_options(
+                self._kafka, max_request_size=self._buffer.max_record_bytes + 65_536
+            ),
             request_timeout_ms=self._request_timeout_ms,
         )
         try:

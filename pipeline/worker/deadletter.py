@@ -33,7 +33,7 @@ from aiokafka import AIOKafkaProducer
 
 from pipeline.config import KafkaConfig
 from pipeline.errors import PipelineError
-from pipeline.kafka import client_options
+from pipeline.kafka import producer_options
 from pipeline.worker.batch import Record, Rejected
 
 log = logging.getLogger(__name__)
@@ -78,11 +78,7 @@ class DeadLetterPublisher:
         self.topic = topic
         self.worker_id = worker_id
         self._producer: Any = AIOKafkaProducer(
-            **client_options(config),
-            acks="all",
-            enable_idempotence=config.idempotent_producer,
-            linger_ms=5,
-            max_request_size=4 * 1024 * 1024,
+            **producer_options(config, max_request_size=4 * 1024 * 1024)
         )
 
     async def start(self) -> None:

@@ -82,11 +82,19 @@ def test_secrets_never_appear_in_repr() -> None:
         ({"PIPELINE_WEB_PORT": "70000"}, "PIPELINE_WEB_PORT"),
         ({"PIPELINE_RETRY_INITIAL_MS": "10", "PIPELINE_RETRY_MAX_MS": "5"}, "RETRY_MAX_MS"),
         ({"PIPELINE_TOPIC_LOGS": "api-calls"}, "distinct"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "k:1", "KAFKA_COMPRESSION_TYPE": "brotli"}, "one of none"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Config.from_env(env)
+
+
+def test_compression_defaults_to_zstd_and_accepts_every_kafka_codec() -> None:
+    assert KafkaConfig(bootstrap_servers=("k:1",)).compression_type == "zstd"
+    for codec in ("none", "gzip", "snappy", "lz4", "zstd"):
+        env = {"KAFKA_BOOTSTRAP_SERVERS": "k:1", "KAFKA_COMPRESSION_TYPE": codec.upper()}
+        assert Config.from_env(env).require_kafka().compression_type == codec
 
 
 def test_direct_construction_validates_too() -> None:
@@ -141,6 +149,8 @@ def _different(name: str, value: str) -> str:
         return "k:2"
     if name == "KAFKA_SECURITY_PROTOCOL":
         return "SSL"
+    if name == "KAFKA_COMPRESSION_TYPE":
+        return "lz4" if value != "lz4" else "none"
     try:
         return str(int(value) + 1)
     except ValueError:
