@@ -17,7 +17,9 @@ def test_every_producer_gets_acks_all_idempotence_and_the_configured_codec() -> 
     assert options["compression_type"] == "zstd"
     assert options["max_request_size"] == 1234
     assert options["bootstrap_servers"] == "k:1"
-    plain = producer_options(dataclasses.replace(KAFKA, compression_type="none"), max_request_size=1)
+    plain = producer_options(
+        dataclasses.replace(KAFKA, compression_type="none"), max_request_size=1
+    )
     assert plain["compression_type"] is None
 
 
