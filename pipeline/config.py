@@ -169,6 +169,8 @@ class WorkerConfig:
     flush_interval_ms: int = 1_000
     flush_max_records: int = 500
     flush_max_events: int = 100_000
+    fetch_max_bytes: int = 16 * 1024 * 1024
+    revoke_timeout_ms: int = 10_000
     retry_initial_ms: int = 100
     retry_max_ms: int = 30_000
     shutdown_timeout_s: float = 30.0
@@ -183,6 +185,12 @@ class WorkerConfig:
         _positive("PIPELINE_FLUSH_INTERVAL_MS", self.flush_interval_ms)
         _positive("PIPELINE_FLUSH_MAX_RECORDS", self.flush_max_records)
         _positive("PIPELINE_FLUSH_MAX_EVENTS", self.flush_max_events)
+        if self.fetch_max_bytes < 1024 * 1024:
+            raise ConfigError(
+                f"PIPELINE_FETCH_MAX_BYTES must be at least 1048576 (1 MiB), "
+                f"got {self.fetch_max_bytes}"
+            )
+        _positive("PIPELINE_REVOKE_TIMEOUT_MS", self.revoke_timeout_ms)
         _positive("PIPELINE_RETRY_INITIAL_MS", self.retry_initial_ms)
         if self.retry_max_ms < self.retry_initial_ms:
             raise ConfigError("PIPELINE_RETRY_MAX_MS must be at least PIPELINE_RETRY_INITIAL_MS")
@@ -291,6 +299,8 @@ class Config:
             PIPELINE_FLUSH_INTERVAL_MS=str(w.flush_interval_ms),
             PIPELINE_FLUSH_MAX_RECORDS=str(w.flush_max_records),
             PIPELINE_FLUSH_MAX_EVENTS=str(w.flush_max_events),
+            PIPELINE_FETCH_MAX_BYTES=str(w.fetch_max_bytes),
+            PIPELINE_REVOKE_TIMEOUT_MS=str(w.revoke_timeout_ms),
             PIPELINE_RETRY_INITIAL_MS=str(w.retry_initial_ms),
             PIPELINE_RETRY_MAX_MS=str(w.retry_max_ms),
             PIPELINE_SHUTDOWN_TIMEOUT_S=str(w.shutdown_timeout_s),
@@ -350,6 +360,10 @@ class Config:
                 "PIPELINE_FLUSH_MAX_RECORDS", d_worker.flush_max_records
             ),
             flush_max_events=reader.integer("PIPELINE_FLUSH_MAX_EVENTS", d_worker.flush_max_events),
+            fetch_max_bytes=reader.integer("PIPELINE_FETCH_MAX_BYTES", d_worker.fetch_max_bytes),
+            revoke_timeout_ms=reader.integer(
+                "PIPELINE_REVOKE_TIMEOUT_MS", d_worker.revoke_timeout_ms
+            ),
             retry_initial_ms=reader.integer("PIPELINE_RETRY_INITIAL_MS", d_worker.retry_initial_ms),
             retry_max_ms=reader.integer("PIPELINE_RETRY_MAX_MS", d_worker.retry_max_ms),
             shutdown_timeout_s=reader.number(

@@ -82,8 +82,8 @@ class Metrics:
         )
         self.offset_gaps = Counter(
             "pipeline_offset_gaps_total",
-            "Batches whose first offset lies above the stored watermark: records in between "
-            "were never applied (Kafka retention, or a consumer position ahead of PostgreSQL).",
+            "Times a partition's watermark pointed below the start of the log: records in "
+            "between were deleted by Kafka retention before they were applied. Should stay 0.",
             ["topic"],
             registry=r,
         )
@@ -121,6 +121,12 @@ class Metrics:
         self.assigned_partitions = Gauge(
             "pipeline_assigned_partitions",
             "Kafka partitions currently assigned to this worker.",
+            registry=r,
+        )
+        self.partitions_stopped = Gauge(
+            "pipeline_partitions_stopped",
+            "Assigned partitions stopped at a record batch the client cannot decode, or at a "
+            "watermark beyond the end of the log; retried periodically.",
             registry=r,
         )
         self.partitions_created = Counter(
@@ -166,6 +172,7 @@ METRIC_NAMES = frozenset(
         "pipeline_last_successful_flush_timestamp_seconds",
         "pipeline_database_available",
         "pipeline_assigned_partitions",
+        "pipeline_partitions_stopped",
         "pipeline_partitions_created_total",
         "pipeline_partitions_ahead",
         "pipeline_maintenance_last_success_timestamp_seconds",

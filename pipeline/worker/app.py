@@ -1,113 +1,123 @@
-"""The faust app: built by :func:`create_app` from the configuration, never at import time.
+"""The worker application: faust runs the process, the ingest engine moves the records.
 
-One agent per source topic reads with ``stream.noack_take(max_records, within)``: faust
-never acks those events by itself. Takes are decoded and validated into the topic's
-pending :class:`~pipeline.worker.batch.Batch` (:mod:`pipeline.worker.ingest`), flushed by
-size (``flush_max_events``) or age (``flush_interval_ms``) through the topic's
-:class:`~pipeline.worker.flush.Flusher`; when ``flush`` returns, the batch's effect and
-watermark are committed in PostgreSQL, and only then are its events acked.
-Faust commits acked offsets to Kafka later: those commits only tell a restarted consumer
-where to start fetching; the PostgreSQL watermark decides what is applied.
+faust-streaming is the worker application: ``pipeline worker``, signals, logging, the web
+server (``/metrics``, ``/healthz``, ``/readyz``) and the timers. Its own Kafka consumer,
+producer and agents are switched off (:class:`_NoKafkaBoot`): records reach the flush
+through :class:`IngestService`, a service started with the worker that runs the
+:class:`~pipeline.worker.engine.IngestEngine` over a
+:class:`~pipeline.worker.source.SourceConsumer` (aiokafka ``getmany``). faust's per-record
+Stream machinery (an Event, a queue hop and several tasks per record) capped a worker at
+~5,000 single-event records/s; the bulk path does not have that cost (docs/architecture.md,
+"Why the worker consumes in bulk").
 
-Rebalances: faust pauses the revoked partitions and waits for the unacked events that
-agents hold (``wait_empty``); the agent finishes its flush and acks, and the new owner
-starts where Kafka's commit says, skipping whatever the watermark already covers. A worker
-that keeps a partition too long (a zombie) is fenced by the watermark row lock.
-
-Web views on the worker's port: ``/metrics`` (Prometheus), ``/healthz`` (the process
-answers), ``/readyz`` (200 when partitions are assigned and no flush is stalled).
-Leader-only timers run partition maintenance and the incremental rollup refresh.
+``/readyz`` is 200 when partitions are assigned and positioned and no flush is stalled.
+The group-wide timers (partition maintenance, rollup refresh) run on every worker and do
+their work only on the leader (:attr:`WorkerRuntime.is_leader`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import faust
+from faust.app.base import BootStrategy
+from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pipeline.config import Config, KafkaConfig
-from pipeline.contract import EventKind
-from pipeline.kafka import client_options
-from pipeline.worker.batch import Batch
-from pipeline.worker.flush import Flusher
-from pipeline.worker.ingest import TopicIngest
+from pipeline.config import Config
 from pipeline.worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
 
-def _credentials(kafka: KafkaConfig) -> Any:
-    options = client_options(kafka)
-    if kafka.security_protocol.startswith("SASL"):
-        return faust.SASLCredentials(
-            username=kafka.sasl_username,
-            password=kafka.sasl_password,
-            mechanism=kafka.sasl_mechanism,
-            ssl_context=options.get("ssl_context"),
-        )
-    return options.get("ssl_context")
+class _NoKafkaBoot(BootStrategy):
+    """faust without its Kafka consumer, producer and agents: web, timers, sensors."""
+
+    enable_kafka = False
+
+
+class _App(faust.App):
+    BootStrategy = _NoKafkaBoot
+
+
+class IngestService(Service):
+    """Runs the ingest engine for the life of the worker process.
+
+    Starting it spawns the run (connect, join the group, consume); it returns at once, so
+    the web server answers ``/healthz`` while PostgreSQL is still awaited. If the run ends
+    with an exception (a flush bug, a fatal start-up error), ``on_fatal(exc)`` is called:
+    the process then exits non-zero. Stopping it stops polling, waits up to
+    ``PIPELINE_REVOKE_TIMEOUT_MS`` for the flushes in flight, leaves the group and closes.
+    """
+
+    def __init__(self, runtime: WorkerRuntime, on_fatal: Callable[[BaseException], None]) -> None:
+        super().__init__()
+        self.runtime = runtime
+        self._on_fatal = on_fatal
+        self._run_task: asyncio.Task[None] | None = None
+
+    async def on_started(self) -> None:
+        self._run_task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        runtime = self.runtime
+        try:
+            await runtime.start()
+            assert runtime.engine is not None and runtime.source is not None
+            await runtime.source.start()
+            await runtime.engine.run(runtime.source)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._on_fatal(exc)
+
+    async def on_stop(self) -> None:
+        runtime = self.runtime
+        if runtime.engine is not None:
+            runtime.engine.stop()
+        if self._run_task is not None and not self._run_task.done():
+            done, _ = await asyncio.wait([self._run_task], timeout=5)
+            if not done:
+                self._run_task.cancel()
+        if runtime.engine is not None:
+            await runtime.engine.settle(runtime.config.worker.revoke_timeout_ms / 1000)
+        if runtime.source is not None:
+            try:
+                await runtime.source.stop()
+            except Exception as exc:  # leaving the group is best effort on the way out
+                log.warning("leaving the consumer group failed: %r", exc)
+        await runtime.stop()
 
 
 def create_app(config: Config, runtime: WorkerRuntime) -> Any:
-    """Build the worker's faust app (agents, views, timer) for ``config``."""
-    kafka = config.require_kafka()
+    """Build the worker's faust app (web views, timers) for ``config``."""
     worker = config.worker
-    app = faust.App(
-        worker.group_id,
-        broker=[f"kafka://{server}" for server in kafka.bootstrap_servers],
-        broker_credentials=_credentials(kafka),
-        broker_client_id=kafka.client_id,
+    app = _App(
+        f"{worker.group_id}-worker",
         autodiscover=False,
         store="memory://",
         web_enabled=True,
         web_host="0.0.0.0",
         web_port=worker.web_port,
         web_in_thread=False,
-        consumer_auto_offset_reset="earliest",
-        # A new group's first join waits for the rebalance timeout: keep it short.
-        broker_rebalance_timeout=10,
-        broker_session_timeout=10,
-        broker_heartbeat_interval=1,
-        broker_commit_interval=1.0,
-        # Our agents ack after their own flush; faust must not wait for acks on shutdown
-        # (an unflushable batch would hang it): unacked records are simply redelivered.
-        stream_wait_empty=False,
-        stream_buffer_maxsize=8_192,
-        consumer_max_fetch_size=8 * 1024 * 1024,
-        producer_acks=-1,
-        topic_replication_factor=1,
-        # faust declares only its internal topics (the leader-election topic that
-        # on_leader timers need); source topics are created by operators with the right
-        # partition count, never implicitly.
-        topic_allow_declare=True,
     )
-    interval_s = worker.flush_interval_ms / 1000
 
-    for kind, topic_name in runtime.topics.items():
-        topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
-        app.agent(topic, name=f"ingest-{kind.value}")(
-            _make_agent(runtime, kind, worker.flush_max_records, interval_s)
-        )
-
-    async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
-        runtime.assigned = {(tp.topic, tp.partition) for tp in assigned}
-        runtime.metrics.assigned_partitions.set(len(runtime.assigned))
-        log.info("assigned %d partitions", len(assigned))
-
-    app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
-
-    @app.timer(interval=worker.maintenance_interval_s, on_leader=True)  # type: ignore[untyped-decorator]
+    @app.timer(interval=worker.maintenance_interval_s)  # type: ignore[untyped-decorator]
     async def maintenance() -> None:
+        if not runtime.is_leader:
+            return
         try:
             await runtime.maintain_partitions()
         except Exception:
             log.exception("partition maintenance failed; the next run retries")
 
-    @app.timer(interval=worker.rollup_interval_s, on_leader=True)  # type: ignore[untyped-decorator]
+    @app.timer(interval=worker.rollup_interval_s)  # type: ignore[untyped-decorator]
     async def rollups() -> None:
+        if not runtime.is_leader:
+            return
         try:
             await runtime.refresh_rollups()
         except Exception:
@@ -126,54 +136,20 @@ def create_app(config: Config, runtime: WorkerRuntime) -> Any:
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
+        engine, source = runtime.engine, runtime.source
         body = {
             "ready": runtime.ready,
             "started": runtime.started,
             "assigned_partitions": len(runtime.assigned),
-            "flushing": {k.value: f.healthy for k, f in runtime.flushers.items()},
+            "leader": runtime.is_leader,
+            "flushing": {t: f.healthy for t, f in runtime.flushers.items()},
+            "pending_events": engine.pending_events() if engine is not None else {},
+            "stopped_partitions": {
+                f"{tp.topic}[{tp.partition}]": why for tp, why in source.stopped.items()
+            }
+            if source is not None
+            else {},
         }
         return web.json(body, status=200 if runtime.ready else 503)
 
     return app
-
-
-def _make_agent(
-    runtime: WorkerRuntime, kind: EventKind, max_records: int, interval_s: float
-) -> Any:
-    async def agent(stream: Any) -> None:
-        await runtime.start()  # the first agent connects; the others wait for it
-        flusher = runtime.flushers[kind]
-        ingest = TopicIngest(
-            flusher,
-            kind,
-            max_events=runtime.config.worker.flush_max_events,
-            interval_s=interval_s,
-            ack=stream.ack,
-            metrics=runtime.metrics,
-            clock=runtime.clock,
-            on_flushed=lambda batch, _result: _update_lag(stream, runtime, flusher, batch),
-        )
-        timer = asyncio.ensure_future(ingest.run_timer())
-        try:
-            # Short takes keep decoding spread out; flushes follow size or age, not takes.
-            async for events in stream.noack_take(max_records, within=min(interval_s, 0.1)):
-                await ingest.add(events)
-        finally:
-            timer.cancel()
-            await ingest.close()
-
-    agent.__name__ = f"ingest_{kind.value}"
-    return agent
-
-
-def _update_lag(stream: Any, runtime: WorkerRuntime, flusher: Flusher, batch: Batch) -> None:
-    consumer = stream.app.consumer
-    topic = flusher.topic
-    for partition in batch.partitions():
-        try:
-            high = consumer.highwater(faust.types.TP(topic, partition))
-        except Exception:  # the partition may have been revoked meanwhile
-            continue
-        mark = flusher.watermark(partition)
-        if high is not None and mark is not None:
-            runtime.metrics.consumer_lag.labels(topic, str(partition)).set(max(0, high - mark))

@@ -25,6 +25,7 @@ commits; delivery to the dead-letter topic is at-least-once).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -34,6 +35,7 @@ from aiokafka import AIOKafkaProducer
 from pipeline.config import KafkaConfig
 from pipeline.errors import PipelineError
 from pipeline.kafka import producer_options
+from pipeline.producer.errors import is_transient
 from pipeline.worker.batch import Record, Rejected
 
 log = logging.getLogger(__name__)
@@ -77,12 +79,32 @@ class DeadLetterPublisher:
     def __init__(self, config: KafkaConfig, topic: str, worker_id: str) -> None:
         self.topic = topic
         self.worker_id = worker_id
+        self._idempotent = config.idempotent_producer
         self._producer: Any = AIOKafkaProducer(
             **producer_options(config, max_request_size=4 * 1024 * 1024)
         )
 
     async def start(self) -> None:
-        await self._producer.start()
+        """Connect. Raises :class:`DeadLetterError` (retriable) when the broker cannot be
+        reached, :class:`~pipeline.errors.PipelineError` naming the setting to change when
+        it refuses this producer (e.g. no idempotent producers)."""
+        try:
+            await self._producer.start()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+            cause = f"{type(exc).__name__}: {exc}"
+            if is_transient(exc):
+                raise DeadLetterError(f"the dead-letter producer cannot connect ({cause})") from exc
+            hint = (
+                "; if the broker has no idempotent producers (e.g. the embedded Tansu), set "
+                "KAFKA_IDEMPOTENT_PRODUCER=false"
+                if self._idempotent
+                else ""
+            )
+            raise PipelineError(
+                f"the dead-letter producer for {self.topic} could not start ({cause}){hint}"
+            ) from exc
 
     async def stop(self) -> None:
         await self._producer.stop()

@@ -1,141 +1,161 @@
-"""Buffering one topic's records between takes and flushing them by size or by age.
+"""One topic's pending batch and its flush in flight (stage: batch).
 
-:class:`TopicIngest` is what an agent drives. The contract:
+:class:`TopicIngest` buffers decoded records of one topic and runs at most one flush at a
+time while the next batch fills: PostgreSQL works on batch N while Python decodes batch
+N+1. It does no I/O itself and never blocks; the engine drives it. The contract:
 
-- :meth:`add` decodes and validates a take of faust events into the pending batch
-  (offsets travel with each record) and flushes when the batch holds ``max_events``
-  events or more. It returns once the take is buffered (and, if a flush ran, committed).
-- :meth:`run_timer` flushes a pending batch that is ``interval_s`` old even when no new
-  record arrives (``noack_take`` yields nothing on an idle stream).
-- A flush hands the pending batch to the :class:`~pipeline.worker.flush.Flusher` in a
-  background task and, when that returns (effect and watermark committed), acks every
-  faust event of the batch through ``ack``. One flush runs at a time while the next batch
-  fills: PostgreSQL works on batch N while Python decodes batch N+1. When the next batch
-  is full before the running flush ends, ``add`` waits for it: the backpressure on the
-  stream. An exception of a flush task is raised by the next ``add``/``flush`` call.
-- :meth:`flush` starts a flush of what is pending and waits until everything buffered so
-  far is committed and acked.
+- :meth:`add` appends decoded records (offsets travel with them) to the pending batch.
+- A flush starts (:meth:`maybe_flush`) when none is running and the pending batch holds
+  ``max_events`` events or its oldest record is ``interval_s`` old; when a flush ends, the
+  next starts at once if it is due.
+- :attr:`full` is the backpressure signal: the pending batch is full while a flush runs;
+  the engine then stops fetching this topic.
+- When a flush returns (effect and watermark committed), ``on_flushed(batch, result)`` is
+  called; when it raises, the exception is kept in :attr:`failure` and nothing more is
+  flushed: the engine ends the worker.
+- :meth:`drop` removes the pending records of revoked partitions; :meth:`settle` waits a
+  bounded time for the flush in flight, then cancels it (its transaction rolls back or has
+  committed; either way the watermark keeps the outcome exactly once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection, Iterable
 
-from pipeline.contract import EventKind
-from pipeline.metrics import Metrics
 from pipeline.worker.batch import Batch, Record
-from pipeline.worker.flush import Flusher, FlushResult
+from pipeline.worker.flush import FlushResult
+
+log = logging.getLogger(__name__)
 
 
 class TopicIngest:
-    """The pending batch of one topic and the two flush triggers."""
+    """The pending batch of one topic, its flush triggers and its flush in flight."""
 
     def __init__(
         self,
-        flusher: Flusher,
-        kind: EventKind,
+        flush: Callable[[Batch], Awaitable[FlushResult]],
+        batch: Callable[[], Batch],
         *,
         max_events: int,
         interval_s: float,
-        ack: Callable[[Any], Awaitable[Any]],
-        metrics: Metrics,
-        clock: Callable[[], float] = time.time,
+        on_flushed: Callable[[Batch, FlushResult], None],
         monotonic: Callable[[], float] = time.monotonic,
-        on_flushed: Callable[[Batch, FlushResult], None] | None = None,
     ) -> None:
-        self.flusher = flusher
-        self.kind = kind
+        self._flush = flush
+        self._new_batch = batch
         self.max_events = max_events
         self.interval_s = interval_s
-        self._ack = ack
-        self._clock = clock
-        self._monotonic = monotonic
         self._on_flushed = on_flushed
-        self._lock = asyncio.Lock()
-        self._batch = Batch(flusher.topic, kind)
-        self._events: list[Any] = []  # faust events to ack after the flush
+        self._monotonic = monotonic
+        self._pending = batch()
+        self.topic = self._pending.topic
         self._pending_events = 0
         self._since: float | None = None
-        self._running: asyncio.Future[None] | None = None
-        topic = flusher.topic
-        self._records_consumed = metrics.records_consumed.labels(topic)
-        self._events_consumed = metrics.events_consumed.labels(topic)
+        self._running: asyncio.Task[None] | None = None
+        self.failure: BaseException | None = None
 
     @property
     def pending_events(self) -> int:
         return self._pending_events
 
-    async def add(self, events: Sequence[Any]) -> None:
-        """Buffer a take of faust events; start a flush if the batch is big enough."""
-        now_ms = int(self._clock() * 1000)
-        kind = self.kind
-        records = []
+    @property
+    def flushing(self) -> bool:
+        return self._running is not None
+
+    @property
+    def full(self) -> bool:
+        """The pending batch is full and must wait for the flush in flight."""
+        return self._pending_events >= self.max_events and self.flushing
+
+    def add(self, records: Iterable[Record]) -> int:
+        """Append decoded records to the pending batch; return the events they hold."""
         count = 0
-        for event in events:
-            message = event.message
-            record = Record.decode(
-                kind,
-                message.partition,
-                message.offset,
-                int(message.timestamp * 1000),
-                message.value,
-                now_ms=now_ms,
-            )
-            records.append(record)
+        pending = self._pending.records
+        for record in records:
+            pending.append(record)
             count += len(record.events) + len(record.rejected)
-        self._records_consumed.inc(len(events))
-        self._events_consumed.inc(count)
-        async with self._lock:
-            self._batch.records.extend(records)
-            self._events.extend(events)
+        if count or pending:
             self._pending_events += count
             if self._since is None:
                 self._since = self._monotonic()
-            if self._pending_events >= self.max_events:
-                await self._start_flush()
+        return count
 
-    async def flush(self) -> None:
-        """Flush whatever is pending and wait until all of it is committed and acked."""
-        async with self._lock:
-            await self._start_flush()
-            await self._wait_running()
+    def due(self) -> bool:
+        if not self._pending.records:
+            return False
+        if self._pending_events >= self.max_events:
+            return True
+        return self._since is not None and self._monotonic() - self._since >= self.interval_s
 
-    async def run_timer(self, tick_s: float | None = None) -> None:
-        """Flush batches that reached ``interval_s`` of age; runs until cancelled."""
-        tick = tick_s if tick_s is not None else max(0.01, self.interval_s / 4)
-        while True:
-            await asyncio.sleep(tick)
-            since = self._since
-            if since is not None and self._monotonic() - since >= self.interval_s:
-                async with self._lock:
-                    await self._start_flush()
+    def seconds_until_due(self) -> float | None:
+        """How long until the age trigger fires (None: nothing pending)."""
+        if self._since is None:
+            return None
+        return max(0.0, self.interval_s - (self._monotonic() - self._since))
 
-    async def close(self) -> None:
-        """Stop waiting for the running flush (shutdown): its records are not acked."""
-        if self._running is not None:
-            self._running.cancel()
+    def maybe_flush(self) -> None:
+        """Start a flush of the pending batch if it is due and none is running."""
+        if self._running is None and self.failure is None and self.due():
+            self._start()
 
-    async def _wait_running(self) -> None:
-        running, self._running = self._running, None
-        if running is not None:
-            await running  # raises what the flush raised
+    def drop(self, partitions: Collection[int]) -> int:
+        """Remove pending records of ``partitions``; return how many records went."""
+        wanted = set(partitions)
+        records = self._pending.records
+        kept = [r for r in records if r.partition not in wanted]
+        dropped = len(records) - len(kept)
+        if dropped:
+            self._pending = self._new_batch()
+            self._pending.records.extend(kept)
+            self._pending_events = sum(len(r.events) + len(r.rejected) for r in kept)
+            if not kept:
+                self._since = None
+        return dropped
 
-    async def _start_flush(self) -> None:
-        """Wait for the running flush, then start one for the pending batch (lock held)."""
-        await self._wait_running()
-        if not self._events:
-            return
-        batch, events = self._batch, self._events
-        self._batch, self._events = Batch(self.flusher.topic, self.kind), []
+    async def settle(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the flush in flight; cancel it after that.
+
+        Returns True when no flush is running any more because it finished (or none ran),
+        False when it had to be cancelled.
+        """
+        deadline = self._monotonic() + timeout_s
+        while (running := self._running) is not None:
+            left = deadline - self._monotonic()
+            done, _ = await asyncio.wait([running], timeout=max(0.0, left))
+            if not done:
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(running, timeout=10)
+                return False
+        return True
+
+    def _start(self) -> None:
+        batch = self._pending
+        self._pending = self._new_batch()
         self._pending_events, self._since = 0, None
-        self._running = asyncio.ensure_future(self._flush(batch, events))
+        self._running = asyncio.ensure_future(self._run(batch))
+        self._running.add_done_callback(_retrieve)
 
-    async def _flush(self, batch: Batch, events: list[Any]) -> None:
-        result = await self.flusher.flush(batch)
-        for event in events:
-            await self._ack(event)
-        if self._on_flushed is not None:
-            self._on_flushed(batch, result)
+    async def _run(self, batch: Batch) -> None:
+        try:
+            result = await self._flush(batch)
+        except asyncio.CancelledError:
+            log.info("%s: flush of %d records abandoned", self.topic, len(batch))
+            raise
+        except BaseException as exc:
+            self.failure = exc
+            raise
+        finally:
+            self._running = None
+        self._on_flushed(batch, result)
+        self.maybe_flush()
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """Mark the task's exception as seen: it is kept in ``failure`` and raised by the engine."""
+    if not task.cancelled():
+        task.exception()

@@ -8,8 +8,8 @@ Contract, for one (consumer group, topic) and the partitions of a batch:
   partitions (a zombie still holding it after a rebalance) waits here, then sees the
   advanced watermark and skips what this transaction applied. Whoever commits first wins.
 - :func:`advance` sets each row to ``max(next_offset, new)`` in the same transaction.
-- :func:`read` returns the committed watermarks without locking (for seeding a worker's
-  cache and for tools).
+- :func:`read` / :func:`read_topics` return the committed watermarks without locking:
+  where a worker starts each partition it is assigned, and what tools show.
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ _READ = """
 SELECT partition, next_offset FROM ingest_offsets WHERE consumer_group = $1 AND topic = $2
 """
 
+_READ_TOPICS = """
+SELECT topic, partition, next_offset FROM ingest_offsets
+WHERE consumer_group = $1 AND topic = ANY($2::text[])
+"""
+
 
 async def lock(
     conn: Any, group: str, topic: str, partitions: Sequence[int], worker_id: str
@@ -66,3 +71,9 @@ async def read(conn: Any, group: str, topic: str) -> dict[int, int]:
     """The committed watermarks of every partition of ``topic`` seen by ``group``."""
     rows = await conn.fetch(_READ, group, topic)
     return {r["partition"]: r["next_offset"] for r in rows}
+
+
+async def read_topics(conn: Any, group: str, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+    """The committed watermarks of every partition of ``topics`` seen by ``group``."""
+    rows = await conn.fetch(_READ_TOPICS, group, list(topics))
+    return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}

@@ -17,19 +17,15 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.contract import EventKind
 from pipeline.errors import DatabaseError
+from pipeline.worker.writes import WRITERS
 
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
 
 # Which table holds each kind of event.
-TABLES = {
-    EventKind.API_CALL: "api_usage",
-    EventKind.ANALYSIS: "ai_analysis",
-    EventKind.SYSTEM_LOG: "system_logs",
-}
+TABLES = {kind: writer.table for kind, writer in WRITERS.items()}
 
 
 def range_start_ms(granularity: str, ms: int) -> int:

@@ -1,11 +1,17 @@
-"""Resources one worker process shares between its agents: pool, dead letters, flushers.
+"""What one worker process holds: the pool, the dead-letter publisher, the stages.
 
-:class:`WorkerRuntime` is created by the entry point with the configuration; the faust app
-(:mod:`pipeline.worker.app`) has every agent call :meth:`WorkerRuntime.start` before it takes
-a record (the first call connects, the others wait for it), and the worker process calls
-:meth:`WorkerRuntime.stop` when it stops.
-``start`` blocks, retrying with backoff, until PostgreSQL and the broker answer: a worker
-that starts during an outage waits instead of crashing.
+:class:`WorkerRuntime` is created by the entry point with the configuration. The ingest
+service (:mod:`pipeline.worker.app`) calls :meth:`WorkerRuntime.start`, which blocks,
+retrying with backoff, until PostgreSQL answers (a worker that starts during an outage
+waits instead of crashing), starts the dead-letter publisher and builds one
+:class:`~pipeline.worker.flush.Flusher` per source topic, the
+:class:`~pipeline.worker.engine.IngestEngine` and the
+:class:`~pipeline.worker.source.SourceConsumer`. :meth:`WorkerRuntime.stop` releases them.
+
+Leadership for the group-wide timers (partition maintenance, rollups) follows the ingest
+consumer's own assignment: the worker that holds partition 0 of the first source topic is
+the leader. Exactly one member holds it between rebalances, and no second consumer group
+or leader topic is needed.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
+
+from aiokafka import TopicPartition
 
 from pipeline import db
 from pipeline.config import Config
@@ -23,14 +31,18 @@ from pipeline.contract import EventKind
 from pipeline.errors import PipelineError, classify_database_error
 from pipeline.maintenance import partitions, rollups
 from pipeline.metrics import Metrics
-from pipeline.worker.deadletter import DeadLetterPublisher
-from pipeline.worker.flush import Flusher, RetryPolicy
+from pipeline.worker import offsets
+from pipeline.worker.deadletter import DeadLetterError, DeadLetterPublisher
+from pipeline.worker.engine import IngestEngine
+from pipeline.worker.flush import Flusher
+from pipeline.worker.retry import RetryPolicy, classify
+from pipeline.worker.source import SourceConsumer
 
 log = logging.getLogger(__name__)
 
 
 class WorkerRuntime:
-    """Pool, dead-letter publisher and one :class:`Flusher` per topic of one worker."""
+    """Pool, dead-letter publisher, flushers, engine and consumer of one worker."""
 
     def __init__(
         self,
@@ -44,10 +56,10 @@ class WorkerRuntime:
         self.clock = clock
         self.pool: Any = None
         self.dead_letters: DeadLetterPublisher | None = None
-        self.flushers: dict[EventKind, Flusher] = {}
-        self.assigned: set[tuple[str, int]] = set()
+        self.flushers: dict[str, Flusher] = {}
+        self.engine: IngestEngine | None = None
+        self.source: SourceConsumer | None = None
         self._started = asyncio.Event()
-        self._lock = asyncio.Lock()
         self._prune_warned = False
         w = config.worker
         self.retry = RetryPolicy(w.retry_initial_ms / 1000, w.retry_max_ms / 1000)
@@ -66,61 +78,122 @@ class WorkerRuntime:
         return self._started.is_set()
 
     @property
+    def assigned(self) -> set[TopicPartition]:
+        return set() if self.engine is None else set(self.engine.positioned_partitions)
+
+    @property
+    def is_leader(self) -> bool:
+        """Holds partition 0 of the first source topic (runs the group-wide timers)."""
+        first = next(iter(self.topics.values()))
+        return TopicPartition(first, 0) in self.assigned
+
+    @property
     def ready(self) -> bool:
-        """Assigned at least one partition and no flush is stalled on errors."""
+        """Partitions assigned and positioned, and no flush stalled on errors."""
         return (
-            self.started and bool(self.assigned) and all(f.healthy for f in self.flushers.values())
+            self.started
+            and self.engine is not None
+            and bool(self.engine.positioned_partitions)
+            and self.engine.healthy
         )
 
     async def start(self) -> None:
-        """Connect to PostgreSQL and the broker (retrying until both answer), build flushers,
-        and make sure the partitions around now exist. Idempotent."""
-        async with self._lock:
-            if self.started:
-                return
-            database = self.config.require_database()
-            kafka = self.config.require_kafka()
-            attempt = 0
-            rng = random.Random()
-            while True:
-                attempt += 1
-                try:
-                    self.pool = await db.create_pool(database, application_name="pipeline-worker")
-                    async with self.pool.acquire() as conn:
-                        await partitions.ensure(conn)
-                    break
-                except (PipelineError, OSError) as exc:
-                    error = classify_database_error(exc)
-                    if self.pool is not None:
-                        await self.pool.close()
-                        self.pool = None
-                    delay = self.retry.delay(attempt, rng)
-                    log.warning("PostgreSQL not usable yet (%s); retrying in %.1fs", error, delay)
-                    self.metrics.database_available.set(0)
-                    await asyncio.sleep(delay)
-            self.metrics.database_available.set(1)
-            publisher = DeadLetterPublisher(
-                kafka, self.config.topics.dead_letters, self.config.worker.worker_id
+        """Connect to PostgreSQL (retrying until it answers), start the dead-letter
+        publisher, and build the stages. Call once."""
+        database = self.config.require_database()
+        kafka = self.config.require_kafka()
+        attempt = 0
+        rng = random.Random()
+        while True:
+            attempt += 1
+            try:
+                self.pool = await db.create_pool(database, application_name="pipeline-worker")
+                async with self.pool.acquire() as conn:
+                    await partitions.ensure(conn)
+                break
+            except (PipelineError, OSError) as exc:
+                error = classify_database_error(exc)
+                if self.pool is not None:
+                    await self.pool.close()
+                    self.pool = None
+                delay = self.retry.delay(attempt, rng)
+                log.warning("PostgreSQL not usable yet (%s); retrying in %.1fs", error, delay)
+                self.metrics.database_available.set(0)
+                await asyncio.sleep(delay)
+        self.metrics.database_available.set(1)
+        w = self.config.worker
+        publisher = DeadLetterPublisher(kafka, self.config.topics.dead_letters, w.worker_id)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await publisher.start()
+                break
+            except DeadLetterError as exc:
+                delay = self.retry.delay(attempt, rng)
+                log.warning("%s; retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+        self.dead_letters = publisher
+        kinds = {topic: kind for kind, topic in self.topics.items()}
+        for topic, kind in kinds.items():
+            self.flushers[topic] = Flusher(
+                self.pool,
+                group=w.group_id,
+                topic=topic,
+                kind=kind,
+                worker_id=w.worker_id,
+                dead_letters=publisher,
+                metrics=self.metrics,
+                retry=self.retry,
+                clock=self.clock,
             )
-            await publisher.start()
-            self.dead_letters = publisher
-            for kind, topic in self.topics.items():
-                self.flushers[kind] = Flusher(
-                    self.pool,
-                    group=self.config.worker.group_id,
-                    topic=topic,
-                    kind=kind,
-                    worker_id=self.config.worker.worker_id,
-                    dead_letters=publisher,
-                    metrics=self.metrics,
-                    retry=self.retry,
-                    clock=self.clock,
+        self.engine = IngestEngine(
+            self.flushers,
+            kinds,
+            max_events=w.flush_max_events,
+            interval_s=w.flush_interval_ms / 1000,
+            revoke_timeout_s=w.revoke_timeout_ms / 1000,
+            metrics=self.metrics,
+            clock=self.clock,
+        )
+        self.source = SourceConsumer(
+            kafka,
+            group_id=w.group_id,
+            topics=list(kinds),
+            watermarks=self.read_watermarks,
+            listener=self.engine,
+            metrics=self.metrics,
+            max_records=w.flush_max_records,
+            fetch_max_bytes=w.fetch_max_bytes,
+            retry=self.retry,
+        )
+        self._started.set()
+        log.info("worker %s connected", w.worker_id)
+
+    async def read_watermarks(self, tps: Collection[TopicPartition]) -> dict[TopicPartition, int]:
+        """The committed watermarks of ``tps`` (partitions without a row are absent).
+
+        Raises :class:`~pipeline.errors.PipelineError` when PostgreSQL cannot answer.
+        """
+        wanted = set(tps)
+        try:
+            async with self.pool.acquire() as conn:
+                marks = await offsets.read_topics(
+                    conn, self.config.worker.group_id, sorted({tp.topic for tp in wanted})
                 )
-            self._started.set()
-            log.info("worker %s connected", self.config.worker.worker_id)
+        except Exception as exc:
+            error = classify(exc)
+            if error is None:
+                raise
+            raise error from exc
+        return {
+            tp: marks[(tp.topic, tp.partition)]
+            for tp in wanted
+            if (tp.topic, tp.partition) in marks
+        }
 
     async def stop(self) -> None:
-        """Close the publisher and the pool (after the agents stopped flushing)."""
+        """Close the publisher and the pool (after the engine stopped flushing)."""
         if self.dead_letters is not None:
             await self.dead_letters.stop()
             self.dead_letters = None

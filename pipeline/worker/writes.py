@@ -12,15 +12,21 @@ of rows in one round trip, and times travel as epoch milliseconds converted in S
   on the primary key, so a producer's duplicate event_id is stored once.
 
 Errors propagate as asyncpg raised them; the flush classifies them.
+
+:data:`WRITERS` declares, per event kind, its table and the two steps of writing it:
+``prepare`` (CPU work done before the transaction opens: aggregation, building columns) and
+``write`` (one statement inside it). The flush serves every kind through it without
+naming one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from pipeline.contract import Analysis, SystemLog
-from pipeline.worker.aggregate import BucketKey
+from pipeline.contract import Analysis, ApiCall, Event, EventKind, SystemLog
+from pipeline.worker.aggregate import BucketKey, aggregate
 
 _EPOCH = "(timestamptz 'epoch' + {} * interval '1 millisecond')"
 
@@ -114,8 +120,18 @@ async def upsert_buckets(conn: Any, buckets: dict[BucketKey, list[float]]) -> in
 
 async def insert_analyses(conn: Any, events: Sequence[Analysis]) -> int:
     """Insert analysis rows; return how many were new (duplicates are ignored)."""
-    if not events:
+    return await insert_rows(conn, INSERT_ANALYSES, analysis_columns(events))
+
+
+async def insert_rows(conn: Any, statement: str, columns: list[list[Any]]) -> int:
+    """Run an ``INSERT ... SELECT FROM unnest(...)`` with ``columns``; return rows inserted."""
+    if not columns or not columns[0]:
         return 0
+    return _count(await conn.execute(statement, *columns))
+
+
+def analysis_columns(events: Sequence[Analysis]) -> list[list[Any]]:
+    """The 23 parameter arrays of :data:`INSERT_ANALYSES`."""
     columns: list[list[Any]] = [[] for _ in range(23)]
     (ms, eid, user, org, entry, status, model, version, aversion, rq, rs, used, cost,
      proc, queue, total, caching, batch, region, attempts, fallback, err, meta) = [
@@ -145,13 +161,16 @@ async def insert_analyses(conn: Any, events: Sequence[Analysis]) -> int:
         fallback(e.fallback_used)
         err(e.error_type)
         meta(e.metadata_json)
-    return _count(await conn.execute(INSERT_ANALYSES, *columns))
+    return columns
 
 
 async def insert_logs(conn: Any, events: Sequence[SystemLog]) -> int:
     """Insert log rows; return how many were new (duplicates are ignored)."""
-    if not events:
-        return 0
+    return await insert_rows(conn, INSERT_LOGS, log_columns(events))
+
+
+def log_columns(events: Sequence[SystemLog]) -> list[list[Any]]:
+    """The 8 parameter arrays of :data:`INSERT_LOGS`."""
     columns: list[list[Any]] = [[] for _ in range(8)]
     ms, eid, level, service, message, meta, user, session = [c.append for c in columns]
     for e in events:
@@ -163,4 +182,46 @@ async def insert_logs(conn: Any, events: Sequence[SystemLog]) -> int:
         meta(e.metadata_json)
         user(e.user_id)
         session(e.session_id)
-    return _count(await conn.execute(INSERT_LOGS, *columns))
+    return columns
+
+
+@dataclass(frozen=True)
+class Writer:
+    """How events of one kind reach their table.
+
+    ``prepare(events)`` runs before the flush transaction opens (pure CPU, no I/O);
+    ``write(conn, prepared)`` runs one statement inside it and returns the rows written.
+    ``aggregated``: rows are buckets (an upsert adds events up), not one row per event.
+    """
+
+    table: str
+    prepare: Callable[[Sequence[Event]], Any]
+    write: Callable[[Any, Any], Awaitable[int]]
+    aggregated: bool = False
+
+
+def _calls(events: Sequence[Event]) -> dict[BucketKey, list[float]]:
+    return aggregate(e for e in events if isinstance(e, ApiCall))
+
+
+def _analyses(events: Sequence[Event]) -> list[list[Any]]:
+    return analysis_columns([e for e in events if isinstance(e, Analysis)])
+
+
+def _logs(events: Sequence[Event]) -> list[list[Any]]:
+    return log_columns([e for e in events if isinstance(e, SystemLog)])
+
+
+async def _write_analyses(conn: Any, columns: list[list[Any]]) -> int:
+    return await insert_rows(conn, INSERT_ANALYSES, columns)
+
+
+async def _write_logs(conn: Any, columns: list[list[Any]]) -> int:
+    return await insert_rows(conn, INSERT_LOGS, columns)
+
+
+WRITERS: dict[EventKind, Writer] = {
+    EventKind.API_CALL: Writer("api_usage", _calls, upsert_buckets, aggregated=True),
+    EventKind.ANALYSIS: Writer("ai_analysis", _analyses, _write_analyses),
+    EventKind.SYSTEM_LOG: Writer("system_logs", _logs, _write_logs),
+}

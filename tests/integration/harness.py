@@ -132,13 +132,21 @@ class Pipeline:
         return await asyncpg.connect(self.database.url)
 
     async def wait_applied(self, timeout_s: float = 120) -> None:
-        """Wait until the watermark covers every acknowledged record."""
+        """Wait until the watermark covers every acknowledged record; fail at once when no
+        worker process is left running."""
         conn = await self.connect()
+        deadline = time.monotonic() + timeout_s
         try:
-            done = await wait_for_watermarks(conn, self.group, self.acked, timeout_s=timeout_s)
+            while True:
+                left = deadline - time.monotonic()
+                if await wait_for_watermarks(conn, self.group, self.acked, timeout_s=min(2, left)):
+                    return
+                assert any(w.running for w in self.workers), f"every worker exited\n{self.logs()}"
+                assert time.monotonic() < deadline, (
+                    f"not everything was applied within {timeout_s}s\n{self.logs()}"
+                )
         finally:
             await conn.close()
-        assert done, f"not everything was applied within {timeout_s}s\n{self.logs()}"
 
     async def totals(self) -> ExpectedTotals:
         conn = await self.connect()

@@ -1,0 +1,510 @@
+"""The worker group's consumer of the source topics (stage: consume).
+
+:class:`SourceConsumer` wraps one ``AIOKafkaConsumer`` in the consumer group
+``PIPELINE_GROUP_ID``, subscribed to every source topic, and hands out records in bulk
+(``getmany``): no per-record framework machinery sits between Kafka and the decoder.
+
+The contract:
+
+- **PostgreSQL's watermark is the starting position.** Newly assigned partitions stay
+  paused until ``watermarks(partitions)`` (the ``ingest_offsets`` rows) answers, retried
+  with backoff while PostgreSQL cannot. A partition with a row is sought to its watermark;
+  one without a row starts at the group's committed Kafka offset, else at the beginning
+  (``start_from="earliest"``) or the end of the partition. Only then does it fetch, and
+  ``listener.positioned(partition, offset)`` says where it starts. Kafka's committed
+  offsets never decide what is applied.
+- :meth:`poll` returns the records fetched since the last call, per partition and in
+  offset order, only for partitions that are assigned, positioned, not held and not
+  stopped. A problem of one partition never raises from here; it is handled below and the
+  other partitions keep flowing. :meth:`poll` raises only what means this consumer cannot
+  work (an authorization error, a listener that failed): the caller exits.
+- **Kafka commits are hints** for tools that read lag. :meth:`commit` sends them in the
+  background for partitions still assigned; a failure is logged at debug level.
+- **Rebalances** (aiokafka's protocol is eager: every partition is revoked, then the new
+  set assigned): ``listener.revoked(partitions)`` is awaited before the group rejoins and
+  must return within the rebalance timeout; from the moment it is called, :meth:`commit`
+  ignores those partitions.
+- **Backpressure**: :meth:`hold` keeps a topic's partitions paused (its buffer is full)
+  until :meth:`release`; polling goes on, so the group does not evict this member.
+- **Undecodable batches** (a corrupt batch, a codec the client cannot read): aiokafka
+  raises from the middle of a fetch and drops what it had read, so the consumer seeks every
+  partition back to the first offset it has not handed out (nothing is lost or skipped),
+  then reads the partitions one record at a time to find the one at fault, and stops that
+  partition at the first offset it cannot decode with one ERROR line naming topic,
+  partition, offset and cause. The other partitions keep flowing. A stopped partition is
+  positioned again (from its watermark, which an operator may have moved) every
+  ``stopped_retry_s``.
+- **Out of range**: a watermark below the start of the log means records were deleted by
+  retention before they were applied: ``pipeline_offset_gaps_total`` counts it, one ERROR
+  line names the range, and the partition continues at the start of the log. A watermark
+  beyond the end of the log (the topic was deleted and created again?) stops the partition
+  with one line saying what to check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import gzip
+import logging
+import random
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import (
+    CorruptRecordException,
+    IllegalStateError,
+    KafkaError,
+    NoOffsetForPartitionError,
+    OffsetOutOfRangeError,
+    UnsupportedCodecError,
+)
+from aiokafka.structs import OffsetAndMetadata
+
+from pipeline.config import KafkaConfig
+from pipeline.errors import PipelineError
+from pipeline.kafka import client_options
+from pipeline.metrics import Metrics
+from pipeline.worker.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+
+def _decode_errors() -> tuple[type[BaseException], ...]:
+    """What aiokafka raises from ``getmany`` when a fetched batch cannot be decoded."""
+    errors: list[type[BaseException]] = [
+        CorruptRecordException,
+        UnsupportedCodecError,
+        zlib.error,
+        gzip.BadGzipFile,
+        EOFError,  # a truncated gzip stream
+    ]
+    try:
+        import cramjam
+
+        errors.append(cramjam.DecompressionError)
+    except (ImportError, AttributeError):  # pragma: no cover - the codecs are a dependency
+        pass
+    return tuple(errors)
+
+
+DECODE_ERRORS = _decode_errors()
+
+
+class SourceRecord(Protocol):
+    """What the worker reads from a fetched record (aiokafka's ``ConsumerRecord``)."""
+
+    partition: int
+    offset: int
+    timestamp: int  # epoch milliseconds
+    value: bytes | None
+
+
+class SourceListener(Protocol):
+    """What the consumer tells the stage that owns the buffers."""
+
+    async def revoked(self, partitions: Collection[TopicPartition]) -> None:
+        """These partitions are no longer ours: drop their buffered records, settle their
+        in-flight flush. Awaited before the group rejoins; must be bounded."""
+
+    def positioned(self, partition: TopicPartition, offset: int) -> None:
+        """``partition`` fetches from ``offset`` on (its watermark or the fallback)."""
+
+
+Fetched = dict[TopicPartition, list[Any]]
+WatermarkReader = Callable[[Collection[TopicPartition]], Awaitable[dict[TopicPartition, int]]]
+
+
+class _State(enum.Enum):
+    POSITIONING = "positioning"
+    FETCHING = "fetching"
+    STOPPED = "stopped"
+
+
+class SourceConsumer:
+    """Bulk consumer of the source topics for one worker; see the module docstring."""
+
+    def __init__(
+        self,
+        kafka: KafkaConfig,
+        *,
+        group_id: str,
+        topics: Sequence[str],
+        watermarks: WatermarkReader,
+        listener: SourceListener,
+        metrics: Metrics,
+        max_records: int = 500,
+        fetch_max_bytes: int = 16 * 1024 * 1024,
+        start_from: str = "earliest",
+        retry: RetryPolicy | None = None,
+        stopped_retry_s: float = 60.0,
+        session_timeout_ms: int = 10_000,
+        consumer: Any = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if start_from not in ("earliest", "latest"):
+            raise ValueError(f"start_from must be earliest or latest, got {start_from!r}")
+        self.topics = tuple(topics)
+        self._watermarks = watermarks
+        self._listener = listener
+        self._metrics = metrics
+        self._max_records = max_records
+        self._start_from = start_from
+        self._retry = retry or RetryPolicy()
+        self._stopped_retry_s = stopped_retry_s
+        self._monotonic = monotonic
+        self._consumer: Any = consumer or AIOKafkaConsumer(
+            **client_options(kafka),
+            group_id=group_id,
+            enable_auto_commit=False,
+            # Out-of-range is ours to decide (see _out_of_range); every other start
+            # position is sought explicitly, so aiokafka never resets on its own.
+            auto_offset_reset="none",
+            isolation_level="read_committed",
+            fetch_max_bytes=fetch_max_bytes,
+            max_partition_fetch_bytes=min(fetch_max_bytes, 1024 * 1024),
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=max(100, session_timeout_ms // 10),
+        )
+        self._state: dict[TopicPartition, _State] = {}
+        self._next: dict[TopicPartition, int] = {}  # first offset not handed out yet
+        self._stopped_at: dict[TopicPartition, float] = {}
+        self.stopped: dict[TopicPartition, str] = {}
+        """Stopped partitions and why (for /readyz)."""
+        self._held: set[str] = set()
+        self._paused: set[TopicPartition] = set()
+        self._careful = False
+        self._careful_rounds = 0
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._positioning: set[asyncio.Future[Any]] = set()
+        self._failure: BaseException | None = None
+        self._rng = random.Random()
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect and join the group (the first assignment arrives during :meth:`poll`).
+
+        Raises aiokafka's ``KafkaConnectionError`` if no bootstrap server answers.
+        """
+        self._consumer.subscribe(list(self.topics), listener=_Listener(self))
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        """Leave the group and close. Background positioning and commits are cancelled."""
+        for task in list(self._tasks):
+            task.cancel()
+        await self._consumer.stop()
+
+    # -- what the engine calls -----------------------------------------------------------
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._state)
+
+    def hold(self, topic: str) -> None:
+        """Pause ``topic``'s partitions (backpressure) until :meth:`release`."""
+        if topic not in self._held:
+            self._held.add(topic)
+            self._sync_pauses()
+
+    def release(self, topic: str) -> None:
+        if topic in self._held:
+            self._held.discard(topic)
+            self._sync_pauses()
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        """The partition's end as of the last fetch (None before the first)."""
+        try:
+            value = self._consumer.highwater(partition)
+        except IllegalStateError:
+            return None
+        return value if isinstance(value, int) else None
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit ``offsets`` to Kafka in the background, for partitions still assigned.
+
+        A hint for lag tools only; PostgreSQL's watermark is the record of progress.
+        """
+        owned = {
+            tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items() if tp in self._state
+        }
+        if owned:
+            self._spawn(self._commit(owned))
+
+    async def poll(self, timeout_s: float) -> Fetched:
+        """Records fetched since the last call (see the module docstring)."""
+        if self._failure is not None:
+            raise self._failure
+        self._retry_stopped()
+        if self._careful:
+            return await self._poll_one_by_one()
+        try:
+            fetched: Fetched = await self._consumer.getmany(
+                timeout_ms=int(timeout_s * 1000), max_records=self._max_records
+            )
+        except DECODE_ERRORS as exc:
+            log.warning(
+                "a fetched record batch cannot be decoded (%s: %s); reading partitions one "
+                "at a time to find it",
+                type(exc).__name__,
+                exc,
+            )
+            self._rewind(self._fetching())
+            self._careful, self._careful_rounds = True, 0
+            return {}
+        except OffsetOutOfRangeError as exc:
+            await self._out_of_range(exc)
+            return {}
+        except NoOffsetForPartitionError as exc:
+            self._no_offset(exc)
+            return {}
+        self._note(fetched)
+        return fetched
+
+    # -- rebalances ------------------------------------------------------------------------
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        for task in list(self._positioning):
+            task.cancel()  # a stale watermark read must not seek the next assignment
+        for tp in revoked:
+            self._state.pop(tp, None)
+            self._next.pop(tp, None)
+            self._stopped_at.pop(tp, None)
+            self.stopped.pop(tp, None)
+            self._paused.discard(tp)
+        self._careful = False
+        try:
+            await self._listener.revoked(revoked)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            self._state[tp] = _State.POSITIONING
+        self._sync_pauses()
+        if assigned:
+            self._positioning.add(self._spawn(self._position(set(assigned))))
+
+    async def _position(self, partitions: set[TopicPartition]) -> None:
+        """Seek ``partitions`` to their watermark (or the fallback), then let them fetch."""
+        marks = await self._read_until_answered(partitions)
+        for tp in sorted(partitions):
+            if self._state.get(tp) is not _State.POSITIONING:
+                continue  # revoked meanwhile
+            offset = marks.get(tp)
+            source = "watermark"
+            if offset is None:
+                offset, source = await self._fallback(tp)
+            self._consumer.seek(tp, offset)
+            self._next[tp] = offset
+            self._state[tp] = _State.FETCHING
+            log.debug("%s[%d] starts at %d (%s)", tp.topic, tp.partition, offset, source)
+            self._listener.positioned(tp, offset)
+        self._sync_pauses()
+
+    async def _read_until_answered(
+        self, partitions: set[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._watermarks(partitions)
+            except PipelineError as exc:
+                delay = self._retry.delay(attempt, self._rng)
+                log.warning(
+                    "cannot read the watermarks of %d assigned partitions (%s); they stay "
+                    "paused, retrying in %.1fs",
+                    len(partitions),
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def _fallback(self, tp: TopicPartition) -> tuple[int, str]:
+        """No watermark row yet: the group's committed offset, else start_from."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                committed = await self._consumer.committed(tp)
+                if committed is not None:
+                    return committed, "committed offset"
+                if self._start_from == "earliest":
+                    ends = await self._consumer.beginning_offsets([tp])
+                else:
+                    ends = await self._consumer.end_offsets([tp])
+                return ends[tp], f"no watermark or commit: {self._start_from}"
+            except KafkaError as exc:
+                delay = self._retry.delay(attempt, self._rng)
+                log.warning(
+                    "cannot read %s[%d]'s committed offset (%r)", tp.topic, tp.partition, exc
+                )
+                await asyncio.sleep(delay)
+
+    # -- problems of one partition -----------------------------------------------------------
+    async def _poll_one_by_one(self) -> Fetched:
+        """After a decode error: one record per partition per call, to find the culprit."""
+        fetched: Fetched = {}
+        for tp in sorted(self._fetching()):
+            try:
+                got = await self._consumer.getmany(tp, timeout_ms=0, max_records=1)
+            except DECODE_ERRORS as exc:
+                self._rewind([tp])
+                self._stop(
+                    tp, f"the record batch there cannot be decoded ({type(exc).__name__}: {exc})"
+                )
+                self._careful = False
+                continue
+            except OffsetOutOfRangeError as exc:
+                await self._out_of_range(exc)
+                continue
+            except NoOffsetForPartitionError as exc:
+                self._no_offset(exc)
+                continue
+            except IllegalStateError:
+                continue  # revoked since _fetching() was computed
+            fetched.update(got)
+        self._note(fetched)
+        if not fetched:
+            self._careful_rounds += 1
+            if self._careful_rounds > 500:  # ~5 s with nothing to read and no error: transient
+                log.info("no undecodable batch found again; back to bulk reads")
+                self._careful = False
+            await asyncio.sleep(0.01)
+        return fetched
+
+    def _no_offset(self, exc: NoOffsetForPartitionError) -> None:
+        """aiokafka looked for a start position of its own before ours was sought (it does
+        so for every newly assigned partition, paused or not). Ours wins: seek again."""
+        tp = exc.args[0] if exc.args else None
+        if isinstance(tp, TopicPartition) and tp in self._next:
+            self._consumer.seek(tp, self._next[tp])
+
+    async def _out_of_range(self, exc: OffsetOutOfRangeError) -> None:
+        positions = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        for tp, offset in positions.items():
+            if self._state.get(tp) is not _State.FETCHING:
+                continue
+            try:
+                start = (await self._consumer.beginning_offsets([tp]))[tp]
+            except KafkaError as error:
+                log.warning("cannot read the start of %s[%d]: %r", tp.topic, tp.partition, error)
+                self._rewind([tp])
+                continue
+            if offset < start:
+                self._metrics.offset_gaps.labels(tp.topic).inc()
+                log.error(
+                    "%s[%d]: records %d..%d were deleted by retention before they were "
+                    "applied; continuing at %d (see docs/operations.md, 'Offset gaps')",
+                    tp.topic,
+                    tp.partition,
+                    offset,
+                    start - 1,
+                    start,
+                )
+                self._consumer.seek(tp, start)
+                self._next[tp] = start
+                self._listener.positioned(tp, start)
+            else:
+                self._stop(
+                    tp,
+                    f"the watermark {offset} is beyond the end of the partition: was the "
+                    "topic deleted and created again? Then its watermarks must be reset "
+                    "(docs/operations.md, 'A partition stopped')",
+                )
+
+    def _stop(self, tp: TopicPartition, why: str) -> None:
+        offset = self._next.get(tp)
+        self._state[tp] = _State.STOPPED
+        self._stopped_at[tp] = self._monotonic()
+        self.stopped[tp] = f"offset {offset}: {why}"
+        self._metrics.partitions_stopped.set(len(self.stopped))
+        self._sync_pauses()
+        log.error(
+            "%s[%d] stopped at offset %s: %s; the other partitions keep flowing, this one is "
+            "retried from its watermark every %.0fs (docs/operations.md, 'A partition "
+            "stopped')",
+            tp.topic,
+            tp.partition,
+            offset,
+            why,
+            self._stopped_retry_s,
+        )
+
+    def _retry_stopped(self) -> None:
+        now = self._monotonic()
+        due = {tp for tp, at in self._stopped_at.items() if now - at >= self._stopped_retry_s}
+        if not due:
+            return
+        for tp in due:
+            del self._stopped_at[tp]
+            self.stopped.pop(tp, None)
+            self._state[tp] = _State.POSITIONING
+        self._metrics.partitions_stopped.set(len(self.stopped))
+        self._sync_pauses()
+        self._positioning.add(self._spawn(self._position(due)))
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def _fetching(self) -> set[TopicPartition]:
+        return {
+            tp
+            for tp, state in self._state.items()
+            if state is _State.FETCHING and tp.topic not in self._held
+        }
+
+    def _note(self, fetched: Fetched) -> None:
+        for tp, records in fetched.items():
+            if records:
+                self._next[tp] = records[-1].offset + 1
+
+    def _rewind(self, partitions: Collection[TopicPartition]) -> None:
+        """Seek back to the first offset not handed out: a failed fetch loses nothing."""
+        for tp in partitions:
+            offset = self._next.get(tp)
+            if offset is not None and tp in self._state:
+                self._consumer.seek(tp, offset)
+
+    def _sync_pauses(self) -> None:
+        assigned = set(self._state)
+        want = assigned - self._fetching()
+        pause, resume = want - self._paused, (self._paused - want) & assigned
+        if pause:
+            self._consumer.pause(*pause)
+        if resume:
+            self._consumer.resume(*resume)
+        self._paused = want
+
+    async def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        try:
+            await self._consumer.commit(offsets)
+        except (KafkaError, AssertionError) as exc:
+            log.debug("Kafka offset commit (a lag hint) failed: %r", exc)
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Future[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        self._positioning.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._fail(task.exception())  # type: ignore[arg-type]
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: SourceConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._consumer._on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._consumer._on_assigned(set(assigned))
