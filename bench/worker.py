@@ -1,17 +1,18 @@
 """Worker benchmark on the embedded stack (prints figures, asserts nothing).
 
-    python -m bench.worker [--events 300000] [--single-events 40000] [--analyses 100000]
+    python -m bench.worker [--events 500000] [--single-events 500000] [--analyses 100000]
 
 Measures, in one run, for the standard workload (../shared/workloads.md, seed 42):
 
 1. the ceiling: decode + validate + aggregate of the same records in this process, no
    Kafka, no PostgreSQL;
 2. end to end with one worker process: events/s from the first produce to the last offset
-   committed in PostgreSQL (the ``ingest_offsets`` watermark), batched and single records;
+   committed in PostgreSQL (the ``ingest_offsets`` watermark), batched and single records,
+   with the worker's CPU-seconds per million events and its peak RSS during that run;
 3. analysis rows/s end to end (analysis events only, batched);
 4. end-to-end latency p50/p99 at half the batched maximum rate (send time of a record to
    the moment the watermark covers it, polled every 10 ms), events stamped "now";
-5. the worker's peak RSS.
+5. the worker's peak RSS over the whole run.
 
 The worker is started and ready (/readyz) before the clock starts, so the group join is
 not counted. Broker, PostgreSQL, the producer and the worker share the machine.
@@ -30,7 +31,6 @@ import time
 import urllib.request
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import orjson
@@ -73,8 +73,10 @@ def ceiling(values: Sequence[bytes], now_ms: int) -> tuple[float, int]:
 
 
 class Stack:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, worker_env: dict[str, str] | None = None) -> None:
         self.tmp = tmp
+        self.worker_env = worker_env or {}
+        self.max_rss_mib = 0.0
         self.pg = EmbeddedPostgres(tmp / "pg")
         self.broker = EmbeddedBroker(log_path=tmp / "broker.log")
         self.kafka: KafkaConfig | None = None
@@ -92,7 +94,7 @@ class Stack:
         self.broker.stop()
         self.pg.stop()
 
-    async def prepare(self) -> None:
+    async def prepare(self, partitions: int = 8) -> None:
         conn = await asyncpg.connect(self.pg.url)
         try:
             await MigrationRunner(conn, REPO / "sql" / "migrations", applied_by="bench").up()
@@ -100,7 +102,7 @@ class Stack:
             await conn.close()
         assert self.kafka is not None
         names = [*TOPICS.values(), "system-logs", "ingest-dlq"]
-        await ensure_topics(self.kafka, names, partitions=8)
+        await ensure_topics(self.kafka, names, partitions=partitions)
 
     def start_worker(self) -> None:
         assert self.kafka is not None
@@ -110,6 +112,7 @@ class Stack:
             KAFKA_BOOTSTRAP_SERVERS=self.kafka.bootstrap, KAFKA_IDEMPOTENT_PRODUCER="false",
             PIPELINE_GROUP_ID=GROUP, PIPELINE_WEB_PORT=str(self.port),
         )  # fmt: skip
+        env.update(self.worker_env)
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "worker"],
             env=env, stdout=(self.tmp / "worker.log").open("wb"), stderr=subprocess.STDOUT,
@@ -142,6 +145,22 @@ class Stack:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def note_peak_rss(self) -> float:
+        """The peak RSS since the previous call (MiB); starts a new measurement (Linux:
+        writing 5 to clear_refs resets the peak). The largest is kept in ``max_rss_mib``."""
+        peak = self.peak_rss_mib()
+        self.max_rss_mib = max(self.max_rss_mib, peak)
+        if self.worker is not None:
+            Path(f"/proc/{self.worker.pid}/clear_refs").write_text("5")
+        return peak
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the worker process so far."""
+        if self.worker is None:
+            return 0.0
+        fields = Path(f"/proc/{self.worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop_worker(self) -> None:
         if self.worker is not None and self.worker.poll() is None:
             self.worker.send_signal(signal.SIGTERM)
@@ -173,6 +192,19 @@ async def produce(
     finally:
         await producer.stop()
     return targets
+
+
+def measured(stack: Stack, label: str, records: dict[EventKind, list[bytes]], events: int) -> float:
+    """Run ``records`` end to end; print events/s, CPU-s per million events, peak RSS."""
+    stack.note_peak_rss()
+    cpu = stack.cpu_seconds()
+    seconds = asyncio.run(end_to_end(stack, records))
+    cpu = stack.cpu_seconds() - cpu
+    rate = events / seconds
+    print(f"end to end, {label}: {rate:,.0f} events/s ({events:,} events in {seconds:.1f} s); "
+          f"worker {cpu / events * 1e6:.1f} CPU-s per million events, peak RSS "
+          f"{stack.note_peak_rss():.0f} MiB")  # fmt: skip
+    return rate
 
 
 async def end_to_end(stack: Stack, records: dict[EventKind, list[bytes]]) -> float:
@@ -253,8 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--events", type=int, default=300_000, help="API calls, batched run")
-    parser.add_argument("--single-events", type=int, default=40_000, help="API calls, single")
+    parser.add_argument("--events", type=int, default=500_000, help="API calls, batched run")
+    parser.add_argument("--single-events", type=int, default=500_000, help="API calls, single")
+    parser.add_argument("--partitions", type=int, default=8, help="partitions per topic")
     parser.add_argument("--analyses", type=int, default=100_000, help="analysis events")
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
@@ -279,32 +312,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"ceiling (decode+validate+aggregate, in process): {top:,.0f} events/s batched, "
           f"{top_single:,.0f} events/s single ({n:,} events)")  # fmt: skip
 
-    results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp, Stack(Path(tmp)) as stack:
-        asyncio.run(stack.prepare())
+        asyncio.run(stack.prepare(args.partitions))
         stack.start_worker()
         in_flush = stack.flush_seconds("api-calls")
-        seconds = asyncio.run(end_to_end(stack, batched))
+        rate = measured(stack, "batched records (500 events)", batched, args.events)
         in_flush = stack.flush_seconds("api-calls") - in_flush
-        results["batched"] = args.events / seconds
-        print(f"end to end, batched records (500 events): {results['batched']:,.0f} events/s "
-              f"({args.events:,} events in {seconds:.1f} s; {results['batched'] / top:.0%} of "
-              "the ceiling)")  # fmt: skip
-        print(f"  of which {in_flush:.1f} s inside flushes (partition check, dead letters, "
-              "aggregation, the PostgreSQL transaction)")  # fmt: skip
-        seconds = asyncio.run(end_to_end(stack, single))
-        results["single"] = args.single_events / seconds
-        print(f"end to end, single-event records: {results['single']:,.0f} events/s "
-              f"({args.single_events:,} events in {seconds:.1f} s; "
-              f"{results['single'] / top_single:.0%} of the ceiling)")  # fmt: skip
+        print(f"  {rate / top:.0%} of the ceiling; {in_flush:.1f} s inside flushes (partition "
+              "check, dead letters, aggregation, the PostgreSQL transaction)")  # fmt: skip
+        single_rate = measured(stack, "single-event records", single, args.single_events)
+        print(f"  {single_rate / top_single:.0%} of the ceiling; single / batched = "
+              f"{single_rate / rate:.2f}")  # fmt: skip
         seconds = asyncio.run(end_to_end(stack, analyses))
         print(f"end to end, analysis rows: {args.analyses / seconds:,.0f} rows/s "
               f"({args.analyses:,} rows in {seconds:.1f} s)")  # fmt: skip
-        rate = results["batched"] / 2
-        p50, p99, count = asyncio.run(latency(stack, rate, args.latency_seconds))
-        print(f"latency at {rate:,.0f} events/s (half the batched maximum), records of 100 "
+        p50, p99, count = asyncio.run(latency(stack, rate / 2, args.latency_seconds))
+        print(f"latency at {rate / 2:,.0f} events/s (half the batched maximum), records of 100 "
               f"events: p50 {p50:.0f} ms, p99 {p99:.0f} ms over {count} records")  # fmt: skip
-        print(f"worker peak RSS: {stack.peak_rss_mib():.0f} MiB")
+        stack.note_peak_rss()
+        print(f"worker peak RSS over the whole run: {stack.max_rss_mib:.0f} MiB")
     return 0
 
 

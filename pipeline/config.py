@@ -167,9 +167,9 @@ class WorkerConfig:
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     web_port: int = 6066
     flush_interval_ms: int = 1_000
-    flush_max_records: int = 500
-    flush_max_events: int = 100_000
-    fetch_max_bytes: int = 16 * 1024 * 1024
+    flush_max_records: int = 100_000
+    flush_max_events: int = 50_000
+    fetch_max_bytes: int = 8 * 1024 * 1024
     revoke_timeout_ms: int = 10_000
     retry_initial_ms: int = 100
     retry_max_ms: int = 30_000

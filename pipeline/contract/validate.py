@@ -40,7 +40,26 @@ _MAX_USD: Final = 1_000_000
 _STATUSES: Final[Mapping[str, AnalysisStatus]] = {s.value: s for s in AnalysisStatus}
 _LEVELS: Final[Mapping[str, LogLevel]] = {lv.value: lv for lv in LogLevel}
 # One set lookup for the usual methods; any other method gets the full check.
-_COMMON_METHODS: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+_COMMON_METHODS: Final = {
+    m: m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+}
+# One shared copy of each repeated text value (service, endpoint, user, organization): a
+# worker holds ~100,000 events between decoding and committing, and a fresh string per
+# field per event is ~45 % of their memory. Bounded: cleared when it grows past the limit.
+_SHARED: Final[dict[str, str]] = {}
+_SHARED_MAX: Final = 1 << 16
+
+
+def _share(value: str) -> str:
+    if len(_SHARED) >= _SHARED_MAX:
+        _SHARED.clear()
+    _SHARED[value] = value
+    return value
+
+
+def _shared(value: str | None) -> str | None:
+    return None if value is None else (_SHARED.get(value) or _share(value))
+
 
 Validator = Callable[[dict[str, object], int], Event]
 _Setter = Callable[[object, object], None]
@@ -87,15 +106,18 @@ def _api_call(o: dict[str, object], limit_ms: int) -> ApiCall:
     ts = get("occurred_at")
     if type(ts) is not int or not 0 <= ts <= limit_ms:
         ts = c.occurred_at("occurred_at", ts, limit_ms)
+    shared = _SHARED.get
     service = get("service")
     if type(service) is not str or not 0 < len(service) <= 64:
         service = c.req_str("service", service, 64)
+    service = shared(service) or _share(service)
     endpoint = get("endpoint")
     if type(endpoint) is not str or not 0 < len(endpoint) <= 256:
         endpoint = c.req_str("endpoint", endpoint, 256)
+    endpoint = shared(endpoint) or _share(endpoint)
     method = get("method")
-    if type(method) is not str or method not in _COMMON_METHODS:
-        method = c.method("method", method)
+    if type(method) is not str or (method := _COMMON_METHODS.get(method)) is None:
+        method = c.method("method", get("method"))
     success = get("success")
     if type(success) is not bool:
         success = c.boolean("success", success, None)
@@ -103,11 +125,17 @@ def _api_call(o: dict[str, object], limit_ms: int) -> ApiCall:
     if type(rt) is not float or not 0.0 <= rt <= 86_400_000.0:
         rt = c.number("response_time_ms", rt, _MAX_MS)
     user_id = get("user_id")
-    if user_id is not None and (type(user_id) is not str or len(user_id) > 128):
-        user_id = c.opt_str("user_id", user_id, 128)
+    if user_id is not None:
+        if type(user_id) is not str or len(user_id) > 128:
+            user_id = c.opt_str("user_id", user_id, 128)
+        if user_id is not None:
+            user_id = shared(user_id) or _share(user_id)
     org_id = get("organization_id")
-    if org_id is not None and (type(org_id) is not str or len(org_id) > 128):
-        org_id = c.opt_str("organization_id", org_id, 128)
+    if org_id is not None:
+        if type(org_id) is not str or len(org_id) > 128:
+            org_id = c.opt_str("organization_id", org_id, 128)
+        if org_id is not None:
+            org_id = shared(org_id) or _share(org_id)
     status = get("status_code")
     if status is not None and (type(status) is not int or not 100 <= status <= 599):
         status = c.opt_integer("status_code", status, 100, 599)
@@ -158,13 +186,14 @@ def _analysis(o: dict[str, object], limit_ms: int) -> Analysis:
     eid = c.event_id("event_id", get("event_id"))
     ts = c.occurred_at("occurred_at", get("occurred_at"), limit_ms)
     model_type = c.req_str("model_type", get("model_type"), 64)
+    model_type = _SHARED.get(model_type) or _share(model_type)
     status = c.choice("status", get("status"), _STATUSES)
     opt_str = c.opt_str
-    user_id = opt_str("user_id", get("user_id"), 128)
-    org_id = opt_str("organization_id", get("organization_id"), 128)
+    user_id = _shared(opt_str("user_id", get("user_id"), 128))
+    org_id = _shared(opt_str("organization_id", get("organization_id"), 128))
     entry_id = opt_str("entry_id", get("entry_id"), 128)
-    model_version = opt_str("model_version", get("model_version"), 64)
-    analysis_version = opt_str("analysis_version", get("analysis_version"), 64)
+    model_version = _shared(opt_str("model_version", get("model_version"), 64))
+    analysis_version = _shared(opt_str("analysis_version", get("analysis_version"), 64))
     request_tokens = c.integer("request_tokens", get("request_tokens"), 0, _MAX_TOKENS, 0)
     response_tokens = c.integer("response_tokens", get("response_tokens"), 0, _MAX_TOKENS, 0)
     tokens_used = c.integer(
@@ -181,7 +210,7 @@ def _analysis(o: dict[str, object], limit_ms: int) -> Analysis:
     caching_used = boolean("caching_used", get("caching_used"), False)
     batch_processed = boolean("batch_processed", get("batch_processed"), False)
     fallback_used = boolean("fallback_used", get("fallback_used"), False)
-    region = opt_str("region_processed", get("region_processed"), 64)
+    region = _shared(opt_str("region_processed", get("region_processed"), 64))
     attempts = c.integer("processing_attempts", get("processing_attempts"), 1, 1000, 1)
     error_type = opt_str("error_type", get("error_type"), 128)
     metadata_json = c.metadata("metadata", get("metadata"))

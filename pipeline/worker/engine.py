@@ -15,10 +15,11 @@
 Contract of :meth:`IngestEngine.run`: it returns when :meth:`stop` was called; it raises
 when a flush raised (a bug) or the source cannot work; the caller ends the process.
 
-Memory is bounded by configuration, not by the backlog: one poll's records (``max_records``
-and the consumer's fetch bytes), one pending batch per topic (``max_events``, overshot by
-at most one poll) and one flush in flight per topic. A topic whose pending batch is full
-while its flush runs is held (its partitions paused) until the flush ends.
+Memory is bounded by configuration, not by the backlog: the consumer's fetch buffers and
+one poll (``fetch_max_bytes``), one pending batch per topic (``max_events`` or
+``max_records``, overshot by at most one poll) and one flush in flight per topic. A topic
+whose pending batch is full while its flush runs is held (its partitions paused) until the
+flush ends.
 
 Rebalances (as :class:`~pipeline.worker.source.SourceListener`): on revocation the
 engine forgets the partitions at once (no Kafka commit for them from then on), drops their
@@ -65,6 +66,7 @@ class Flush(Protocol):
 
     async def flush(self, batch: Batch) -> FlushResult: ...
     def seed(self, partition: int, offset: int) -> None: ...
+    def forget(self, partitions: Collection[int]) -> None: ...
 
 
 class IngestEngine:
@@ -76,6 +78,7 @@ class IngestEngine:
         kinds: Mapping[str, EventKind],
         *,
         max_events: int,
+        max_records: int = 100_000,
         interval_s: float,
         revoke_timeout_s: float,
         metrics: Metrics,
@@ -95,6 +98,7 @@ class IngestEngine:
                 flusher.flush,
                 partial(Batch, topic, self._kinds[topic]),
                 max_events=max_events,
+                max_records=max_records,
                 interval_s=interval_s,
                 on_flushed=partial(self._flushed, topic),
                 monotonic=monotonic,
@@ -164,9 +168,13 @@ class IngestEngine:
         )
 
     def positioned(self, partition: TopicPartition, offset: int) -> None:
+        """``partition`` fetches from ``offset`` on. It may have been positioned before (a
+        stopped partition retried, an out-of-range reset): whatever it had pending is
+        dropped, since it is either below ``offset`` (skipped anyway) or fetched again."""
         flusher = self._flushers.get(partition.topic)
         if flusher is not None:
             flusher.seed(partition.partition, offset)
+            self._ingests[partition.topic].drop([partition.partition])
         self.positioned_partitions.add(partition)
         self._metrics.assigned_partitions.set(len(self.positioned_partitions))
 

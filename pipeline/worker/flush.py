@@ -27,7 +27,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,16 +97,16 @@ class Flusher:
         """The next offset this worker knows to be committed for ``partition``."""
         return self._watermarks.get(partition)
 
-    def forget(self, partitions: Sequence[int]) -> None:
-        """Stop trusting the cached watermarks of ``partitions`` (they were revoked: another
-        worker may move them meanwhile; the cache must never claim more than is stored)."""
+    def forget(self, partitions: Collection[int]) -> None:
+        """Stop trusting the cached watermarks of ``partitions`` (revoked: the cache is only
+        kept for partitions this worker owns)."""
         for partition in partitions:
             self._watermarks.pop(partition, None)
 
     def seed(self, partition: int, offset: int) -> None:
-        """Remember a watermark read from PostgreSQL (where a partition starts)."""
-        if offset > self._watermarks.get(partition, -1):
-            self._watermarks[partition] = offset
+        """Remember the watermark just read from PostgreSQL where ``partition`` starts
+        (it replaces the cached one: the cache never claims more than is stored)."""
+        self._watermarks[partition] = offset
 
     async def flush(self, batch: Batch) -> FlushResult:
         """Apply ``batch`` exactly once (see the module docstring for the contract)."""

@@ -6,7 +6,8 @@ N+1. It does no I/O itself and never blocks; the engine drives it. The contract:
 
 - :meth:`add` appends decoded records (offsets travel with them) to the pending batch.
 - A flush starts (:meth:`maybe_flush`) when none is running and the pending batch holds
-  ``max_events`` events or its oldest record is ``interval_s`` old; when a flush ends, the
+  ``max_events`` events or ``max_records`` records, or its oldest record is ``interval_s``
+  old; when a flush ends, the
   next starts at once if it is due.
 - :attr:`full` is the backpressure signal: the pending batch is full while a flush runs;
   the engine then stops fetching this topic.
@@ -41,6 +42,7 @@ class TopicIngest:
         batch: Callable[[], Batch],
         *,
         max_events: int,
+        max_records: int = 100_000,
         interval_s: float,
         on_flushed: Callable[[Batch, FlushResult], None],
         monotonic: Callable[[], float] = time.monotonic,
@@ -48,6 +50,7 @@ class TopicIngest:
         self._flush = flush
         self._new_batch = batch
         self.max_events = max_events
+        self.max_records = max_records
         self.interval_s = interval_s
         self._on_flushed = on_flushed
         self._monotonic = monotonic
@@ -69,7 +72,7 @@ class TopicIngest:
     @property
     def full(self) -> bool:
         """The pending batch is full and must wait for the flush in flight."""
-        return self._pending_events >= self.max_events and self.flushing
+        return self._is_big() and self.flushing
 
     def add(self, records: Iterable[Record]) -> int:
         """Append decoded records to the pending batch; return the events they hold."""
@@ -87,9 +90,15 @@ class TopicIngest:
     def due(self) -> bool:
         if not self._pending.records:
             return False
-        if self._pending_events >= self.max_events:
+        if self._is_big():
             return True
         return self._since is not None and self._monotonic() - self._since >= self.interval_s
+
+    def _is_big(self) -> bool:
+        return (
+            self._pending_events >= self.max_events
+            or len(self._pending.records) >= self.max_records
+        )
 
     def seconds_until_due(self) -> float | None:
         """How long until the age trigger fires (None: nothing pending)."""
@@ -151,7 +160,11 @@ class TopicIngest:
             raise
         finally:
             self._running = None
-        self._on_flushed(batch, result)
+        try:
+            self._on_flushed(batch, result)
+        except BaseException as exc:  # a bug in the caller's callback: surface it
+            self.failure = exc
+            raise
         self.maybe_flush()
 
 

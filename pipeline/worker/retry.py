@@ -39,7 +39,8 @@ class RetryPolicy:
     max_s: float = 30.0
 
     def delay(self, attempt: int, rng: random.Random) -> float:
-        ceiling = min(self.max_s, self.initial_s * 2.0 ** max(attempt - 1, 0))
+        # The exponent is capped first: 2.0 ** 1024 overflows, and a stall may last days.
+        ceiling = min(self.max_s, self.initial_s * 2.0 ** min(max(attempt - 1, 0), 64))
         return ceiling * rng.uniform(0.5, 1.0)
 
 

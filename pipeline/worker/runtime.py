@@ -151,6 +151,7 @@ class WorkerRuntime:
             self.flushers,
             kinds,
             max_events=w.flush_max_events,
+            max_records=w.flush_max_records,
             interval_s=w.flush_interval_ms / 1000,
             revoke_timeout_s=w.revoke_timeout_ms / 1000,
             metrics=self.metrics,
@@ -163,7 +164,6 @@ class WorkerRuntime:
             watermarks=self.read_watermarks,
             listener=self.engine,
             metrics=self.metrics,
-            max_records=w.flush_max_records,
             fetch_max_bytes=w.fetch_max_bytes,
             retry=self.retry,
         )

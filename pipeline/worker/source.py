@@ -13,7 +13,8 @@ The contract:
   (``start_from="earliest"``) or the end of the partition. Only then does it fetch, and
   ``listener.positioned(partition, offset)`` says where it starts. Kafka's committed
   offsets never decide what is applied.
-- :meth:`poll` returns the records fetched since the last call, per partition and in
+- :meth:`poll` returns the records fetched since the last call (about a quarter of
+  ``fetch_max_bytes`` of values at most, whatever the record size), per partition and in
   offset order, only for partitions that are assigned, positioned, not held and not
   stopped. A problem of one partition never raises from here; it is handled below and the
   other partitions keep flowing. :meth:`poll` raises only what means this consumer cannot
@@ -136,8 +137,8 @@ class SourceConsumer:
         watermarks: WatermarkReader,
         listener: SourceListener,
         metrics: Metrics,
-        max_records: int = 500,
-        fetch_max_bytes: int = 16 * 1024 * 1024,
+        max_records: int = 10_000,
+        fetch_max_bytes: int = 8 * 1024 * 1024,
         start_from: str = "earliest",
         retry: RetryPolicy | None = None,
         stopped_retry_s: float = 60.0,
@@ -152,6 +153,10 @@ class SourceConsumer:
         self._listener = listener
         self._metrics = metrics
         self._max_records = max_records
+        # Bytes handed out per poll, whatever the record size: a poll of 500-event records
+        # is decoded into ~150,000 objects per megabyte, so records alone are no bound.
+        self._poll_bytes = max(1, fetch_max_bytes // 4)
+        self._record_bytes = 1024.0  # running estimate of one record's value size
         self._start_from = start_from
         self._retry = retry or RetryPolicy()
         self._stopped_retry_s = stopped_retry_s
@@ -214,11 +219,11 @@ class SourceConsumer:
             self._sync_pauses()
 
     def highwater(self, partition: TopicPartition) -> int | None:
-        """The partition's end as of the last fetch (None before the first)."""
-        try:
-            value = self._consumer.highwater(partition)
-        except IllegalStateError:
+        """The partition's end as of the last fetch (None before the first, or when the
+        partition is not assigned)."""
+        if partition not in self._state:
             return None
+        value = self._consumer.highwater(partition)
         return value if isinstance(value, int) else None
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
@@ -241,7 +246,7 @@ class SourceConsumer:
             return await self._poll_one_by_one()
         try:
             fetched: Fetched = await self._consumer.getmany(
-                timeout_ms=int(timeout_s * 1000), max_records=self._max_records
+                timeout_ms=int(timeout_s * 1000), max_records=self._poll_records()
             )
         except DECODE_ERRORS as exc:
             log.warning(
@@ -367,11 +372,11 @@ class SourceConsumer:
                 continue  # revoked since _fetching() was computed
             fetched.update(got)
         self._note(fetched)
+        self._careful_rounds += 1
+        if self._careful_rounds > 500:  # no error again in 500 rounds (a few s): transient
+            log.info("no undecodable batch found again; back to bulk reads")
+            self._careful = False
         if not fetched:
-            self._careful_rounds += 1
-            if self._careful_rounds > 500:  # ~5 s with nothing to read and no error: transient
-                log.info("no undecodable batch found again; back to bulk reads")
-                self._careful = False
             await asyncio.sleep(0.01)
         return fetched
 
@@ -454,10 +459,18 @@ class SourceConsumer:
             if state is _State.FETCHING and tp.topic not in self._held
         }
 
+    def _poll_records(self) -> int:
+        return max(1, min(self._max_records, int(self._poll_bytes / self._record_bytes)))
+
     def _note(self, fetched: Fetched) -> None:
+        count = size = 0
         for tp, records in fetched.items():
             if records:
                 self._next[tp] = records[-1].offset + 1
+                count += len(records)
+                size += sum(len(r.value or b"") for r in records)
+        if count:
+            self._record_bytes = 0.8 * self._record_bytes + 0.2 * max(1.0, size / count)
 
     def _rewind(self, partitions: Collection[TopicPartition]) -> None:
         """Seek back to the first offset not handed out: a failed fetch loses nothing."""

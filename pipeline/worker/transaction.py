@@ -86,15 +86,16 @@ async def _write(
     conn: Any, batch: Batch, writer: Writer, prepared: Any
 ) -> tuple[int, int, list[tuple[Record, Rejected]]]:
     """Write the batch's events; return (events written, rows, rejected by PostgreSQL)."""
-    pairs = [(record, event) for record in batch.records for event in record.events]
-    if not pairs:
+    count = batch.event_count
+    if not count:
         return 0, 0, []
     try:
         async with conn.transaction():
-            return len(pairs), await writer.write(conn, prepared), []
+            return count, await writer.write(conn, prepared), []
     except Exception as exc:
         if not isinstance(classify_database_error(exc), DataRejectedError):
             raise
+    pairs = [(record, event) for record in batch.records for event in record.events]
     rows, bad = await _isolate(conn, pairs, writer)
     positions = {id(r): dict(zip(map(id, r.events), r.positions(), strict=True))
                  for r in {id(r): r for (r, _), _ in bad}.values()}  # fmt: skip
