@@ -10,6 +10,8 @@ Contract, for one (consumer group, topic) and the partitions of a batch:
 - :func:`advance` sets each row to ``max(next_offset, new)`` in the same transaction.
 - :func:`read` / :func:`read_topics` return the committed watermarks without locking:
   where a worker starts each partition it is assigned, and what tools show.
+- :func:`adopt` records where a partition new to the group starts (its first watermark),
+  unless a row exists already, and returns the stored watermarks.
 """
 
 from __future__ import annotations
@@ -76,4 +78,33 @@ async def read(conn: Any, group: str, topic: str) -> dict[int, int]:
 async def read_topics(conn: Any, group: str, topics: Sequence[str]) -> dict[tuple[str, int], int]:
     """The committed watermarks of every partition of ``topics`` seen by ``group``."""
     rows = await conn.fetch(_READ_TOPICS, group, list(topics))
+    return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+
+
+_ADOPT = """
+INSERT INTO ingest_offsets (consumer_group, topic, partition, next_offset, updated_by)
+SELECT $1, s.topic, s.partition, s.next_offset, $5
+FROM unnest($2::text[], $3::int[], $4::bigint[]) AS s(topic, partition, next_offset)
+ON CONFLICT (consumer_group, topic, partition) DO NOTHING
+"""
+
+_READ_SOME = """
+SELECT o.topic, o.partition, o.next_offset
+FROM ingest_offsets AS o
+JOIN unnest($2::text[], $3::int[]) AS s(topic, partition)
+  ON o.topic = s.topic AND o.partition = s.partition
+WHERE o.consumer_group = $1
+"""
+
+
+async def adopt(
+    conn: Any, group: str, starts: Mapping[tuple[str, int], int], worker_id: str
+) -> dict[tuple[str, int], int]:
+    """Create the rows of ``starts`` that do not exist; return every stored watermark."""
+    keys = sorted(starts)
+    topics = [t for t, _ in keys]
+    parts = [p for _, p in keys]
+    async with conn.transaction():
+        await conn.execute(_ADOPT, group, topics, parts, [starts[k] for k in keys], worker_id)
+        rows = await conn.fetch(_READ_SOME, group, topics, parts)
     return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}

@@ -20,25 +20,25 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Collection
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
 
 from pipeline import db
 from pipeline.config import Config
 from pipeline.contract import EventKind
-from pipeline.errors import PipelineError, classify_database_error
 from pipeline.maintenance import partitions, rollups
 from pipeline.metrics import Metrics
 from pipeline.worker import offsets
 from pipeline.worker.deadletter import DeadLetterError, DeadLetterPublisher
 from pipeline.worker.engine import IngestEngine
 from pipeline.worker.flush import Flusher
-from pipeline.worker.retry import RetryPolicy, classify
+from pipeline.worker.retry import RetryPolicy, classify, stalls
 from pipeline.worker.source import SourceConsumer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class WorkerRuntime:
@@ -111,8 +111,10 @@ class WorkerRuntime:
                 async with self.pool.acquire() as conn:
                     await partitions.ensure(conn)
                 break
-            except (PipelineError, OSError) as exc:
-                error = classify_database_error(exc)
+            except Exception as exc:
+                error = classify(exc)
+                if error is None or not stalls(error):
+                    raise
                 if self.pool is not None:
                     await self.pool.close()
                     self.pool = None
@@ -161,7 +163,7 @@ class WorkerRuntime:
             kafka,
             group_id=w.group_id,
             topics=list(kinds),
-            watermarks=self.read_watermarks,
+            watermarks=_Watermarks(self),
             listener=self.engine,
             metrics=self.metrics,
             fetch_max_bytes=w.fetch_max_bytes,
@@ -175,22 +177,39 @@ class WorkerRuntime:
 
         Raises :class:`~pipeline.errors.PipelineError` when PostgreSQL cannot answer.
         """
-        wanted = set(tps)
+        wanted = {tp: (tp.topic, tp.partition) for tp in tps}
+        topics = sorted({tp.topic for tp in wanted})
+        group = self.config.worker.group_id
+        marks = await self._in_database(lambda conn: offsets.read_topics(conn, group, topics))
+        return {tp: marks[key] for tp, key in wanted.items() if key in marks}
+
+    async def adopt_watermarks(
+        self, starts: Mapping[TopicPartition, int]
+    ) -> dict[TopicPartition, int]:
+        """Record the first watermark of partitions new to the group (see
+        :class:`~pipeline.worker.source.WatermarkStore`)."""
+        w = self.config.worker
+        keyed = {(tp.topic, tp.partition): offset for tp, offset in starts.items()}
+        stored = await self._in_database(
+            lambda conn: offsets.adopt(conn, w.group_id, keyed, w.worker_id)
+        )
+        return {
+            tp: stored[(tp.topic, tp.partition)]
+            for tp in starts
+            if (tp.topic, tp.partition) in stored
+        }
+
+    async def _in_database(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``work(conn)`` on a pooled connection; PostgreSQL errors become
+        :class:`~pipeline.errors.PipelineError` (anything else is a bug and propagates)."""
         try:
             async with self.pool.acquire() as conn:
-                marks = await offsets.read_topics(
-                    conn, self.config.worker.group_id, sorted({tp.topic for tp in wanted})
-                )
+                return await work(conn)
         except Exception as exc:
             error = classify(exc)
             if error is None:
                 raise
             raise error from exc
-        return {
-            tp: marks[(tp.topic, tp.partition)]
-            for tp in wanted
-            if (tp.topic, tp.partition) in marks
-        }
 
     async def stop(self) -> None:
         """Close the publisher and the pool (after the engine stopped flushing)."""
@@ -241,3 +260,11 @@ class WorkerRuntime:
             sum(r.created for r in results),
             len(dropped),
         )
+
+
+class _Watermarks:
+    """The runtime's watermark methods as a :class:`~pipeline.worker.source.WatermarkStore`."""
+
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        self.read = runtime.read_watermarks
+        self.adopt = runtime.adopt_watermarks

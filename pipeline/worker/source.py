@@ -7,12 +7,16 @@
 The contract:
 
 - **PostgreSQL's watermark is the starting position.** Newly assigned partitions stay
-  paused until ``watermarks(partitions)`` (the ``ingest_offsets`` rows) answers, retried
-  with backoff while PostgreSQL cannot. A partition with a row is sought to its watermark;
-  one without a row starts at the group's committed Kafka offset, else at the beginning
-  (``start_from="earliest"``) or the end of the partition. Only then does it fetch, and
-  ``listener.positioned(partition, offset)`` says where it starts. Kafka's committed
-  offsets never decide what is applied.
+  paused until ``watermarks.read(partitions)`` (the ``ingest_offsets`` rows) answers,
+  retried with backoff while PostgreSQL cannot. A partition with a row is sought to its
+  watermark. A partition the group has never seen (no row) starts at the group's committed
+  Kafka offset (a group adopted from another consumer), else at the beginning
+  (``start_from="earliest"``) or the end of the partition, and that start is recorded at
+  once as its watermark (``watermarks.adopt``; a row another worker recorded first wins).
+  So a committed offset is read once per partition and group, never again: from then on
+  Kafka's committed offsets cannot move where the group starts, whoever commits them.
+  Only then does the partition fetch, and ``listener.positioned(partition, offset)`` says
+  where it starts.
 - :meth:`poll` returns the records fetched since the last call (about a quarter of
   ``fetch_max_bytes`` of values at most, whatever the record size), per partition and in
   offset order, only for partitions that are assigned, positioned, not held and not
@@ -116,7 +120,20 @@ class SourceListener(Protocol):
 
 
 Fetched = dict[TopicPartition, list[Any]]
-WatermarkReader = Callable[[Collection[TopicPartition]], Awaitable[dict[TopicPartition, int]]]
+
+
+class WatermarkStore(Protocol):
+    """Where partitions start: the ``ingest_offsets`` rows of this consumer group.
+
+    Both methods raise :class:`~pipeline.errors.PipelineError` when PostgreSQL cannot
+    answer (the consumer retries)."""
+
+    async def read(self, partitions: Collection[TopicPartition]) -> dict[TopicPartition, int]:
+        """The watermark of each partition that has a row."""
+
+    async def adopt(self, starts: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Record ``starts`` as the watermarks of partitions that have no row yet; return
+        the stored watermark of each (an existing row wins)."""
 
 
 class _State(enum.Enum):
@@ -134,7 +151,7 @@ class SourceConsumer:
         *,
         group_id: str,
         topics: Sequence[str],
-        watermarks: WatermarkReader,
+        watermarks: WatermarkStore,
         listener: SourceListener,
         metrics: Metrics,
         max_records: int = 10_000,
@@ -292,35 +309,63 @@ class SourceConsumer:
             self._positioning.add(self._spawn(self._position(set(assigned))))
 
     async def _position(self, partitions: set[TopicPartition]) -> None:
-        """Seek ``partitions`` to their watermark (or the fallback), then let them fetch."""
-        marks = await self._read_until_answered(partitions)
+        """Seek ``partitions`` to their watermark (recording one for new partitions), then
+        let them fetch."""
+        marks = await self._until_answered(
+            "read the watermarks of", partitions, lambda: self._watermarks.read(partitions)
+        )
+        new = sorted(tp for tp in partitions if tp not in marks)
+        if new:
+            starts = {tp: await self._fallback(tp) for tp in new}
+            adopted = await self._until_answered(
+                "record the starting positions of",
+                set(new),
+                lambda: self._watermarks.adopt({tp: o for tp, (o, _) in starts.items()}),
+            )
+            marks.update(adopted)
+            reasons: dict[str, int] = {}
+            for tp, (offset, why) in starts.items():
+                stored = adopted.get(tp, offset)
+                why = why if stored == offset else "recorded by another worker first"
+                reasons[why] = reasons.get(why, 0) + 1
+                log.debug(
+                    "%s[%d] is new to the group: starts at %d (%s)",
+                    tp.topic,
+                    tp.partition,
+                    stored,
+                    why,
+                )
+            log.info(
+                "%d partitions new to the group start at: %s; recorded as their watermarks",
+                len(starts),
+                ", ".join(f"{why} ({n})" for why, n in sorted(reasons.items())),
+            )
         for tp in sorted(partitions):
-            if self._state.get(tp) is not _State.POSITIONING:
+            if self._state.get(tp) is not _State.POSITIONING or tp not in marks:
                 continue  # revoked meanwhile
-            offset = marks.get(tp)
-            source = "watermark"
-            if offset is None:
-                offset, source = await self._fallback(tp)
+            offset = marks[tp]
             self._consumer.seek(tp, offset)
             self._next[tp] = offset
             self._state[tp] = _State.FETCHING
-            log.debug("%s[%d] starts at %d (%s)", tp.topic, tp.partition, offset, source)
             self._listener.positioned(tp, offset)
         self._sync_pauses()
 
-    async def _read_until_answered(
-        self, partitions: set[TopicPartition]
+    async def _until_answered(
+        self,
+        what: str,
+        partitions: set[TopicPartition],
+        call: Callable[[], Awaitable[dict[TopicPartition, int]]],
     ) -> dict[TopicPartition, int]:
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self._watermarks(partitions)
+                return await call()
             except PipelineError as exc:
                 delay = self._retry.delay(attempt, self._rng)
                 log.warning(
-                    "cannot read the watermarks of %d assigned partitions (%s); they stay "
-                    "paused, retrying in %.1fs",
+                    "cannot %s %d assigned partitions (%s); they stay paused, retrying in %.1fs",
+                    what,
                     len(partitions),
                     exc,
                     delay,
@@ -335,12 +380,12 @@ class SourceConsumer:
             try:
                 committed = await self._consumer.committed(tp)
                 if committed is not None:
-                    return committed, "committed offset"
+                    return committed, "the group's committed Kafka offset"
                 if self._start_from == "earliest":
                     ends = await self._consumer.beginning_offsets([tp])
                 else:
                     ends = await self._consumer.end_offsets([tp])
-                return ends[tp], f"no watermark or commit: {self._start_from}"
+                return ends[tp], f"no committed offset: {self._start_from}"
             except KafkaError as exc:
                 delay = self._retry.delay(attempt, self._rng)
                 log.warning(

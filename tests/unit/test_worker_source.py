@@ -59,14 +59,21 @@ class Watermarks:
         self.gate = gate
         self.errors = list(errors)
         self.calls: list[set[TopicPartition]] = []
+        self.adopted: list[dict[TopicPartition, int]] = []
 
-    async def __call__(self, partitions: Collection[TopicPartition]) -> dict[TopicPartition, int]:
+    async def read(self, partitions: Collection[TopicPartition]) -> dict[TopicPartition, int]:
         self.calls.append(set(partitions))
         if self.gate is not None:
             await self.gate.wait()
         if self.errors:
             raise self.errors.pop(0)
         return {tp: self.marks[tp] for tp in partitions if tp in self.marks}
+
+    async def adopt(self, starts: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        self.adopted.append(dict(starts))
+        for tp, offset in starts.items():
+            self.marks.setdefault(tp, offset)
+        return {tp: self.marks[tp] for tp in starts}
 
 
 async def started(
@@ -156,6 +163,40 @@ async def test_each_partition_starts_at_its_watermark_else_the_committed_offset_
         P2: list(range(4, 10)),
         P3: list(range(2, 10)),
     }
+
+
+@pytest.mark.asyncio
+async def test_a_new_partitions_start_is_recorded_and_later_commits_cannot_move_it() -> None:
+    """The committed offset is read once, when the group first sees the partition; after
+    that the recorded watermark decides, wherever Kafka's committed offset goes."""
+    consumer = FakeConsumer({P0: log(10), P1: log(10)}, committed={P0: 3})
+    listener = RecordingListener()
+    marks = Watermarks({})
+    source = await started(consumer, marks, listener=listener)
+    await assigned(consumer, listener, [P0, P1])
+    assert marks.adopted == [{P0: 3, P1: 0}]
+    consumer.committed_offsets = {P0: 9, P1: 9}  # someone commits past what was applied
+    await consumer.assign(set())
+    listener.positions.clear()
+    await assigned(consumer, listener, [P0, P1])
+    assert sorted(listener.positions) == [(P0, 3), (P1, 0)]
+    assert marks.adopted == [{P0: 3, P1: 0}]  # nothing new to record
+    assert handed_out(await source.poll(0))[P1] == list(range(10))
+
+
+@pytest.mark.asyncio
+async def test_a_start_recorded_by_another_worker_first_wins() -> None:
+    consumer = FakeConsumer({P0: log(10)}, committed={P0: 8})
+    listener = RecordingListener()
+
+    class Raced(Watermarks):
+        async def adopt(self, starts: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+            self.marks[P0] = 2  # another worker recorded 2 in between
+            return await super().adopt(starts)
+
+    await started(consumer, Raced({}), listener=listener)
+    await assigned(consumer, listener, [P0])
+    assert listener.positions == [(P0, 2)]
 
 
 @pytest.mark.asyncio
