@@ -1,11 +1,18 @@
 """The stream worker, by stage.
 
-- ``batch``       records of one topic with their offsets: what a flush covers.
+- ``source``      consume: the group's aiokafka consumer, positioned at the watermark.
+- ``batch``       decode/validate: records of one topic with their offsets.
+- ``ingest``      batch: one topic's pending batch, flush triggers, one flush in flight.
+- ``engine``      the loop that ties the stages together; backpressure and revocation.
+- ``flush``       write: one flush with retries, dead letters and partition checks.
+- ``retry``       the backoff, and which errors stall a flush instead of ending the worker.
+- ``transaction`` one flush's transaction: lock the watermark, skip, write, advance.
 - ``aggregate``   API calls folded into hourly bucket deltas.
-- ``writes``      the SQL that applies a batch: bucket upserts, row inserts.
+- ``writes``      the SQL that applies a batch, one writer per event kind.
 - ``offsets``     the exactly-once watermark in ``ingest_offsets``.
 - ``partitions``  which partitions exist and what retention cuts off (cached per worker).
 - ``deadletter``  publishing invalid records to the dead-letter topic.
-- ``flush``       one flush = one transaction, with retries and data-error isolation.
-- ``app``         the faust app factory: agents, acks, rebalances, timers, web views.
+- ``runtime``     what one worker process holds; leadership for the group-wide timers.
+- ``app``         the faust app (web views, timers) and the ingest service.
+- ``process``     running a worker: exit codes, the shutdown bound, GC and event loop.
 """

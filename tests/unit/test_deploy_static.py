@@ -31,7 +31,7 @@ EXTERNAL_METRICS = {"up", "kube_pod_container_status_restarts_total"}
 REQUIRED_ALERTS = {
     "PipelineConsumerLagGrowing", "PipelineDeadLettersHigh", "PipelineFlushStalled",
     "PipelinePartitionsNotAhead", "PipelineMaintenanceStale", "PipelineWorkerRestarting",
-    "PipelineDatabaseUnavailable", "PipelineOffsetGap",
+    "PipelineDatabaseUnavailable", "PipelineOffsetGap", "PipelinePartitionStopped",
 }  # fmt: skip
 
 
