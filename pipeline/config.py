@@ -171,6 +171,7 @@ class WorkerConfig:
     flush_max_events: int = 50_000
     fetch_max_bytes: int = 8 * 1024 * 1024
     revoke_timeout_ms: int = 10_000
+    stopped_retry_s: float = 60.0
     retry_initial_ms: int = 100
     retry_max_ms: int = 30_000
     shutdown_timeout_s: float = 30.0
@@ -191,6 +192,7 @@ class WorkerConfig:
                 f"got {self.fetch_max_bytes}"
             )
         _positive("PIPELINE_REVOKE_TIMEOUT_MS", self.revoke_timeout_ms)
+        _positive("PIPELINE_STOPPED_RETRY_S", self.stopped_retry_s)
         _positive("PIPELINE_RETRY_INITIAL_MS", self.retry_initial_ms)
         if self.retry_max_ms < self.retry_initial_ms:
             raise ConfigError("PIPELINE_RETRY_MAX_MS must be at least PIPELINE_RETRY_INITIAL_MS")
@@ -301,6 +303,7 @@ class Config:
             PIPELINE_FLUSH_MAX_EVENTS=str(w.flush_max_events),
             PIPELINE_FETCH_MAX_BYTES=str(w.fetch_max_bytes),
             PIPELINE_REVOKE_TIMEOUT_MS=str(w.revoke_timeout_ms),
+            PIPELINE_STOPPED_RETRY_S=str(w.stopped_retry_s),
             PIPELINE_RETRY_INITIAL_MS=str(w.retry_initial_ms),
             PIPELINE_RETRY_MAX_MS=str(w.retry_max_ms),
             PIPELINE_SHUTDOWN_TIMEOUT_S=str(w.shutdown_timeout_s),
@@ -364,6 +367,7 @@ class Config:
             revoke_timeout_ms=reader.integer(
                 "PIPELINE_REVOKE_TIMEOUT_MS", d_worker.revoke_timeout_ms
             ),
+            stopped_retry_s=reader.number("PIPELINE_STOPPED_RETRY_S", d_worker.stopped_retry_s),
             retry_initial_ms=reader.integer("PIPELINE_RETRY_INITIAL_MS", d_worker.retry_initial_ms),
             retry_max_ms=reader.integer("PIPELINE_RETRY_MAX_MS", d_worker.retry_max_ms),
             shutdown_timeout_s=reader.number(

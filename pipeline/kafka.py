@@ -5,20 +5,28 @@ arguments (TLS and SASL included); :func:`producer_options` adds what every prod
 ours shares (acks=all, idempotence, compression); :func:`require_codecs` fails early, with
 what to install, when the client cannot read every codec Kafka defines (a record from a
 Go or Java service is often snappy, lz4 or zstd); :func:`ensure_topics` creates the
-pipeline's topics if they are missing. Creating topics explicitly matters: a broker that
+pipeline's topics if they are missing; :func:`batch_extent` reads where the record batch
+holding an offset starts and ends, from its header, without decoding it (for a batch no
+client can decode). Creating topics explicitly matters: a broker that
 auto-creates them picks its own partition count (Tansu: 4), which caps how many workers
 can share the load.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.record.memory_records import MemoryRecords
 
 from pipeline.config import KafkaConfig
 from pipeline.errors import ConfigError
@@ -115,3 +123,66 @@ async def ensure_topics(
         return created
     finally:
         await admin.close()
+
+
+_CODECS = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
+
+
+@dataclass(frozen=True)
+class BatchExtent:
+    """The offsets and codec of one record batch, read from its header."""
+
+    first_offset: int
+    last_offset: int
+    codec: str
+
+    @property
+    def records(self) -> int:
+        return self.last_offset - self.first_offset + 1
+
+
+async def batch_extent(
+    config: KafkaConfig, topic: str, partition: int, offset: int, *, timeout_s: float = 10.0
+) -> BatchExtent | None:
+    """The record batch of ``topic[partition]`` that holds ``offset``, from its header.
+
+    Fetches raw bytes with its own short-lived client and decodes nothing but the batch
+    headers, so it works for batches a consumer cannot read (corrupt, unknown codec).
+    Returns None when the broker returns no such batch or cannot be asked in
+    ``timeout_s``; never raises for broker errors.
+    """
+    client = AIOKafkaClient(**client_options(config))
+    try:
+        async with asyncio.timeout(timeout_s):
+            await client.bootstrap()
+            tp = TopicPartition(topic, partition)
+            node = client.cluster.leader_for_partition(tp)
+            if node is None or node < 0:
+                await client.force_metadata_update()
+                node = client.cluster.leader_for_partition(tp)
+            if node is None or node < 0:
+                return None
+            request = FetchRequest(
+                max_wait_time=100,
+                min_bytes=1,
+                max_bytes=1 << 20,
+                isolation_level=0,
+                topics=[(topic, [(partition, offset, 1 << 20)])],
+            )
+            response = await client.send(node, request)
+        for _name, parts in response.topics:
+            for part in parts:
+                records = MemoryRecords(part[-1]) if part[-1] else None
+                while records is not None and records.has_next():
+                    batch = records.next_batch()
+                    if batch is not None and batch.next_offset > offset:
+                        codec = _CODECS.get(batch.compression_type, str(batch.compression_type))
+                        return BatchExtent(batch.base_offset, batch.next_offset - 1, codec)
+        return None
+    except (KafkaError, OSError, TimeoutError) as exc:
+        log.warning(
+            "could not read the batch header at %s[%d] %d: %r", topic, partition, offset, exc
+        )
+        return None
+    finally:
+        await client.close()

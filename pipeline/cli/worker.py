@@ -8,6 +8,7 @@ from typing import Any
 
 from pipeline.cli._common import operator_name, run_with_connection
 from pipeline.config import Config
+from pipeline.kafka import require_codecs
 from pipeline.migrations.runner import MigrationRunner
 
 
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     config = dataclasses.replace(config, worker=worker)
     database = config.require_database()
     config.require_kafka()
+    require_codecs()  # a worker that cannot read snappy/lz4/zstd must not start
     if args.migrate:
 
         async def migrate(conn: Any) -> Any:

@@ -29,7 +29,7 @@ from aiokafka.errors import KafkaError
 
 from pipeline.config import KafkaConfig
 from pipeline.errors import PipelineError
-from pipeline.kafka import client_options
+from pipeline.kafka import client_options, require_codecs
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +191,10 @@ async def read_topics(
     Blocks until the end is reached (see the module docstring) or, for a topic in
     ``limits``, until that many records were read from it. A topic in ``optional`` that does
     not exist yields an empty list. Raises :class:`TopicNotFoundError` for a missing
-    required topic and :class:`DeadLetterToolError` when the broker cannot be read.
+    required topic and :class:`DeadLetterToolError` when the broker cannot be read, and
+    :class:`~pipeline.errors.ConfigError` when the client lacks a Kafka codec.
     """
+    require_codecs()
     limits = dict(limits or {})
     try:
         existing = await _partitions(kafka, topics)

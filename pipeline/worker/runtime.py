@@ -168,6 +168,7 @@ class WorkerRuntime:
             metrics=self.metrics,
             fetch_max_bytes=w.fetch_max_bytes,
             retry=self.retry,
+            stopped_retry_s=w.stopped_retry_s,
         )
         self._started.set()
         log.info("worker %s connected", w.worker_id)

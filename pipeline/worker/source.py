@@ -50,53 +50,29 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import gzip
 import logging
 import random
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import (
-    CorruptRecordException,
     IllegalStateError,
     KafkaError,
     NoOffsetForPartitionError,
     OffsetOutOfRangeError,
-    UnsupportedCodecError,
 )
 from aiokafka.structs import OffsetAndMetadata
 
 from pipeline.config import KafkaConfig
-from pipeline.errors import PipelineError
 from pipeline.kafka import client_options
 from pipeline.metrics import Metrics
+from pipeline.worker.positions import WatermarkStore, starting_positions
 from pipeline.worker.retry import RetryPolicy
+from pipeline.worker.undecodable import DECODE_ERRORS, describe
 
 log = logging.getLogger(__name__)
-
-
-def _decode_errors() -> tuple[type[BaseException], ...]:
-    """What aiokafka raises from ``getmany`` when a fetched batch cannot be decoded."""
-    errors: list[type[BaseException]] = [
-        CorruptRecordException,
-        UnsupportedCodecError,
-        zlib.error,
-        gzip.BadGzipFile,
-        EOFError,  # a truncated gzip stream
-    ]
-    try:
-        import cramjam
-
-        errors.append(cramjam.DecompressionError)
-    except (ImportError, AttributeError):  # pragma: no cover - the codecs are a dependency
-        pass
-    return tuple(errors)
-
-
-DECODE_ERRORS = _decode_errors()
 
 
 class SourceRecord(Protocol):
@@ -120,20 +96,6 @@ class SourceListener(Protocol):
 
 
 Fetched = dict[TopicPartition, list[Any]]
-
-
-class WatermarkStore(Protocol):
-    """Where partitions start: the ``ingest_offsets`` rows of this consumer group.
-
-    Both methods raise :class:`~pipeline.errors.PipelineError` when PostgreSQL cannot
-    answer (the consumer retries)."""
-
-    async def read(self, partitions: Collection[TopicPartition]) -> dict[TopicPartition, int]:
-        """The watermark of each partition that has a row."""
-
-    async def adopt(self, starts: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
-        """Record ``starts`` as the watermarks of partitions that have no row yet; return
-        the stored watermark of each (an existing row wins)."""
 
 
 class _State(enum.Enum):
@@ -166,6 +128,8 @@ class SourceConsumer:
         if start_from not in ("earliest", "latest"):
             raise ValueError(f"start_from must be earliest or latest, got {start_from!r}")
         self.topics = tuple(topics)
+        self._kafka = None if consumer is not None else kafka
+        self._group = group_id
         self._watermarks = watermarks
         self._listener = listener
         self._metrics = metrics
@@ -194,6 +158,7 @@ class SourceConsumer:
         self._state: dict[TopicPartition, _State] = {}
         self._next: dict[TopicPartition, int] = {}  # first offset not handed out yet
         self._stopped_at: dict[TopicPartition, float] = {}
+        self._stop_logged: dict[TopicPartition, tuple[int | None, str]] = {}
         self.stopped: dict[TopicPartition, str] = {}
         """Stopped partitions and why (for /readyz)."""
         self._held: set[str] = set()
@@ -309,37 +274,15 @@ class SourceConsumer:
             self._positioning.add(self._spawn(self._position(set(assigned))))
 
     async def _position(self, partitions: set[TopicPartition]) -> None:
-        """Seek ``partitions`` to their watermark (recording one for new partitions), then
-        let them fetch."""
-        marks = await self._until_answered(
-            "read the watermarks of", partitions, lambda: self._watermarks.read(partitions)
+        """Seek ``partitions`` to where they start (:func:`starting_positions`), then let
+        them fetch."""
+        marks = await starting_positions(
+            partitions,
+            watermarks=self._watermarks,
+            consumer=self._consumer,
+            start_from=self._start_from,
+            retry=self._retry,
         )
-        new = sorted(tp for tp in partitions if tp not in marks)
-        if new:
-            starts = {tp: await self._fallback(tp) for tp in new}
-            adopted = await self._until_answered(
-                "record the starting positions of",
-                set(new),
-                lambda: self._watermarks.adopt({tp: o for tp, (o, _) in starts.items()}),
-            )
-            marks.update(adopted)
-            reasons: dict[str, int] = {}
-            for tp, (offset, why) in starts.items():
-                stored = adopted.get(tp, offset)
-                why = why if stored == offset else "recorded by another worker first"
-                reasons[why] = reasons.get(why, 0) + 1
-                log.debug(
-                    "%s[%d] is new to the group: starts at %d (%s)",
-                    tp.topic,
-                    tp.partition,
-                    stored,
-                    why,
-                )
-            log.info(
-                "%d partitions new to the group start at: %s; recorded as their watermarks",
-                len(starts),
-                ", ".join(f"{why} ({n})" for why, n in sorted(reasons.items())),
-            )
         for tp in sorted(partitions):
             if self._state.get(tp) is not _State.POSITIONING or tp not in marks:
                 continue  # revoked meanwhile
@@ -350,49 +293,6 @@ class SourceConsumer:
             self._listener.positioned(tp, offset)
         self._sync_pauses()
 
-    async def _until_answered(
-        self,
-        what: str,
-        partitions: set[TopicPartition],
-        call: Callable[[], Awaitable[dict[TopicPartition, int]]],
-    ) -> dict[TopicPartition, int]:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await call()
-            except PipelineError as exc:
-                delay = self._retry.delay(attempt, self._rng)
-                log.warning(
-                    "cannot %s %d assigned partitions (%s); they stay paused, retrying in %.1fs",
-                    what,
-                    len(partitions),
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-
-    async def _fallback(self, tp: TopicPartition) -> tuple[int, str]:
-        """No watermark row yet: the group's committed offset, else start_from."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                committed = await self._consumer.committed(tp)
-                if committed is not None:
-                    return committed, "the group's committed Kafka offset"
-                if self._start_from == "earliest":
-                    ends = await self._consumer.beginning_offsets([tp])
-                else:
-                    ends = await self._consumer.end_offsets([tp])
-                return ends[tp], f"no committed offset: {self._start_from}"
-            except KafkaError as exc:
-                delay = self._retry.delay(attempt, self._rng)
-                log.warning(
-                    "cannot read %s[%d]'s committed offset (%r)", tp.topic, tp.partition, exc
-                )
-                await asyncio.sleep(delay)
-
     # -- problems of one partition -----------------------------------------------------------
     async def _poll_one_by_one(self) -> Fetched:
         """After a decode error: one record per partition per call, to find the culprit."""
@@ -402,10 +302,10 @@ class SourceConsumer:
                 got = await self._consumer.getmany(tp, timeout_ms=0, max_records=1)
             except DECODE_ERRORS as exc:
                 self._rewind([tp])
-                self._stop(
-                    tp, f"the record batch there cannot be decoded ({type(exc).__name__}: {exc})"
-                )
                 self._careful = False
+                offset = self._next.get(tp)
+                kafka = self._kafka
+                self._stop(tp, await describe(exc, kafka, self._group, tp, offset))
                 continue
             except OffsetOutOfRangeError as exc:
                 await self._out_of_range(exc)
@@ -472,6 +372,16 @@ class SourceConsumer:
         self.stopped[tp] = f"offset {offset}: {why}"
         self._metrics.partitions_stopped.set(len(self.stopped))
         self._sync_pauses()
+        if self._stop_logged.get(tp) == (offset, why):
+            log.warning(
+                "%s[%d] still stopped at offset %s (same cause); retried again in %.0fs",
+                tp.topic,
+                tp.partition,
+                offset,
+                self._stopped_retry_s,
+            )
+            return
+        self._stop_logged[tp] = (offset, why)
         log.error(
             "%s[%d] stopped at offset %s: %s; the other partitions keep flowing, this one is "
             "retried from its watermark every %.0fs (docs/operations.md, 'A partition "
