@@ -207,6 +207,7 @@ async def test_an_undecodable_batch_stops_only_its_partition_until_skipped(
         marks = await watermarks(conn, stack.group)
         assert marks[(calls, 1)] == bad, "the partition went past a batch it cannot read"
         status, body = worker.get("/readyz")
+        assert status == 200, body  # ready: the other partitions flow
         assert f"{calls}[1]" in json.loads(body)["stopped_partitions"], body
         _, metrics = worker.get("/metrics")
         assert "pipeline_partitions_stopped 1.0" in metrics
