@@ -172,6 +172,7 @@ class WorkerConfig:
     fetch_max_bytes: int = 8 * 1024 * 1024
     revoke_timeout_ms: int = 10_000
     stopped_retry_s: float = 60.0
+    flush_connections: int = 1
     retry_initial_ms: int = 100
     retry_max_ms: int = 30_000
     shutdown_timeout_s: float = 30.0
@@ -193,6 +194,10 @@ class WorkerConfig:
             )
         _positive("PIPELINE_REVOKE_TIMEOUT_MS", self.revoke_timeout_ms)
         _positive("PIPELINE_STOPPED_RETRY_S", self.stopped_retry_s)
+        if not 1 <= self.flush_connections <= 16:
+            raise ConfigError(
+                f"PIPELINE_FLUSH_CONNECTIONS must be 1..16, got {self.flush_connections}"
+            )
         _positive("PIPELINE_RETRY_INITIAL_MS", self.retry_initial_ms)
         if self.retry_max_ms < self.retry_initial_ms:
             raise ConfigError("PIPELINE_RETRY_MAX_MS must be at least PIPELINE_RETRY_INITIAL_MS")
@@ -304,6 +309,7 @@ class Config:
             PIPELINE_FETCH_MAX_BYTES=str(w.fetch_max_bytes),
             PIPELINE_REVOKE_TIMEOUT_MS=str(w.revoke_timeout_ms),
             PIPELINE_STOPPED_RETRY_S=str(w.stopped_retry_s),
+            PIPELINE_FLUSH_CONNECTIONS=str(w.flush_connections),
             PIPELINE_RETRY_INITIAL_MS=str(w.retry_initial_ms),
             PIPELINE_RETRY_MAX_MS=str(w.retry_max_ms),
             PIPELINE_SHUTDOWN_TIMEOUT_S=str(w.shutdown_timeout_s),
@@ -368,6 +374,9 @@ class Config:
                 "PIPELINE_REVOKE_TIMEOUT_MS", d_worker.revoke_timeout_ms
             ),
             stopped_retry_s=reader.number("PIPELINE_STOPPED_RETRY_S", d_worker.stopped_retry_s),
+            flush_connections=reader.integer(
+                "PIPELINE_FLUSH_CONNECTIONS", d_worker.flush_connections
+            ),
             retry_initial_ms=reader.integer("PIPELINE_RETRY_INITIAL_MS", d_worker.retry_initial_ms),
             retry_max_ms=reader.integer("PIPELINE_RETRY_MAX_MS", d_worker.retry_max_ms),
             shutdown_timeout_s=reader.number(

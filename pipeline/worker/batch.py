@@ -117,6 +117,27 @@ class Batch:
                 nxt[r.partition] = r.offset + 1
         return nxt
 
+    def split_by_partition(self, parts: int) -> list[Batch]:
+        """At most ``parts`` batches, each holding whole partitions, of similar event counts
+        (the largest partition goes to the lightest batch first); records keep their order.
+        """
+        sizes: dict[int, int] = {}
+        for r in self.records:
+            sizes[r.partition] = sizes.get(r.partition, 0) + len(r.events) + len(r.rejected) + 1
+        count = max(1, min(parts, len(sizes)))
+        if count == 1:
+            return [self]
+        loads = [0] * count
+        owner: dict[int, int] = {}
+        for partition in sorted(sizes, key=lambda p: (-sizes[p], p)):
+            lightest = loads.index(min(loads))
+            owner[partition] = lightest
+            loads[lightest] += sizes[partition]
+        batches = [Batch(self.topic, self.kind) for _ in range(count)]
+        for r in self.records:
+            batches[owner[r.partition]].records.append(r)
+        return batches
+
     def split_replayed(self, watermarks: Mapping[int, int]) -> tuple[Batch, int]:
         """Return (records at or above their partition's watermark, count dropped)."""
         kept = [r for r in self.records if r.offset >= watermarks.get(r.partition, 0)]

@@ -14,6 +14,13 @@
   nothing was committed unless the commit already happened, in which case the watermark
   makes a redelivery a no-op), or an exception that is a bug in this program.
 
+**Parallel sub-flushes**: with ``connections`` > 1 a batch is split by Kafka partition into
+up to that many sub-batches of similar size, each applied in its own transaction on its
+own connection, advancing only its own partitions' watermarks: exactly once holds per
+partition, whatever commits and whatever does not. ``flush`` returns when all have
+committed. Bucket rows are still locked in key order in every statement, so sub-flushes
+sharing buckets wait for each other but cannot deadlock.
+
 One attempt, in order: skip records below this worker's cached watermark; make sure the
 PostgreSQL partitions of the batch's time ranges exist and turn events beyond the table's
 retention into ``beyond_retention`` dead letters (:mod:`pipeline.worker.partitions`);
@@ -75,8 +82,10 @@ class Flusher:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        connections: int = 1,
     ) -> None:
         self._pool = pool
+        self._connections = connections
         self.group = group
         self.topic = topic
         self.kind = kind
@@ -115,13 +124,19 @@ class Flusher:
         if not batch.records:
             self._metrics.records_skipped.labels(self.topic).inc(skipped)
             return FlushResult(skipped, 0, skipped, 0, 0, 0, {})
-        published: set[tuple[int, int, int | None]] = set()
-        applied, attempts = await retry_until_done(
-            lambda: self._attempt(batch, published),
-            policy=self._retry,
-            on_retry=lambda error, n, delay: self._on_retry(batch, error, n, delay),
-            sleep=self._sleep,
-            rng=self._rng,
+        parts = batch.split_by_partition(self._connections)
+        if len(parts) == 1:
+            outcomes = [await self._apply(batch)]
+        else:
+            async with asyncio.TaskGroup() as group:  # one failing (a bug) cancels the rest
+                tasks = [group.create_task(self._apply(part)) for part in parts]
+            outcomes = [task.result() for task in tasks]
+        applied = Applied(
+            events=sum(a.events for a, _ in outcomes),
+            rows=sum(a.rows for a, _ in outcomes),
+            dropped=sum(a.dropped for a, _ in outcomes),
+            rejected=[r for a, _ in outcomes for r in a.rejected],
+            watermarks={p: o for a, _ in outcomes for p, o in a.watermarks.items()},
         )
         self.healthy = True
         self.last_success = self._clock()
@@ -133,8 +148,19 @@ class Flusher:
             records_skipped=skipped + applied.dropped,
             rejected=sum(len(r.rejected) for r in batch.records),
             rows_written=applied.rows,
-            attempts=attempts,
+            attempts=max(n for _, n in outcomes),
             watermarks=applied.watermarks,
+        )
+
+    async def _apply(self, batch: Batch) -> tuple[Applied, int]:
+        """One transaction for ``batch``, retried until it commits; (outcome, attempts)."""
+        published: set[tuple[int, int, int | None]] = set()
+        return await retry_until_done(
+            lambda: self._attempt(batch, published),
+            policy=self._retry,
+            on_retry=lambda error, n, delay: self._on_retry(batch, error, n, delay),
+            sleep=self._sleep,
+            rng=self._rng,
         )
 
     def _on_retry(self, batch: Batch, error: PipelineError, attempt: int, delay: float) -> None:

@@ -17,6 +17,7 @@ or leader topic is needed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -102,6 +103,18 @@ class WorkerRuntime:
         publisher, and build the stages. Call once."""
         database = self.config.require_database()
         kafka = self.config.require_kafka()
+        w = self.config.worker
+        # Every topic may flush on flush_connections connections at once, plus one for
+        # positioning, maintenance and the rollup timer.
+        needed = len(self.topics) * w.flush_connections + 1
+        if database.pool_max_size < needed:
+            log.info(
+                "connection pool raised from %d to %d (PIPELINE_FLUSH_CONNECTIONS=%d)",
+                database.pool_max_size,
+                needed,
+                w.flush_connections,
+            )
+            database = dataclasses.replace(database, pool_max_size=needed)
         attempt = 0
         rng = random.Random()
         while True:
@@ -123,7 +136,6 @@ class WorkerRuntime:
                 self.metrics.database_available.set(0)
                 await asyncio.sleep(delay)
         self.metrics.database_available.set(1)
-        w = self.config.worker
         publisher = DeadLetterPublisher(kafka, self.config.topics.dead_letters, w.worker_id)
         attempt = 0
         while True:
@@ -148,6 +160,7 @@ class WorkerRuntime:
                 metrics=self.metrics,
                 retry=self.retry,
                 clock=self.clock,
+                connections=w.flush_connections,
             )
         self.engine = IngestEngine(
             self.flushers,

@@ -1,21 +1,32 @@
-"""The SQL that applies a batch's effect, one statement per table.
+"""The SQL that applies a batch's effect, one staged statement per table (stage: write).
 
-Each function runs one statement on a connection that is already inside the flush's
-transaction; none commits. Arrays go through ``unnest`` so a statement carries thousands
-of rows in one round trip, and times travel as epoch milliseconds converted in SQL
-(``'epoch' + ms * 1 ms``), which is exact and avoids building datetimes in Python.
+Rows reach each table through a **staging table**: a temporary table of the session
+(``ON COMMIT DELETE ROWS``) filled with binary ``COPY`` (asyncpg's
+``copy_records_to_table``), then moved by one ``INSERT ... SELECT`` into the partitioned
+table. Measured on this project's machine, that is 30-45 % cheaper than the same
+``INSERT ... SELECT FROM unnest($1::text[], ...)`` for bucket upserts and ~15 % for row
+inserts (docs/performance.md, "Write path"), because binary COPY encodes rows without
+asyncpg's per-element array checks and PostgreSQL parses no array literals. Each function
+runs on a connection that is already inside the flush's transaction; none commits.
 
 - :func:`upsert_buckets` adds bucket deltas (``ON CONFLICT DO UPDATE`` with additive SET
-  clauses). Keys are sorted so that two workers sharing buckets lock rows in the same
-  order and cannot deadlock; a statement never holds the same key twice.
-- :func:`insert_analyses` / :func:`insert_logs` insert rows with ``ON CONFLICT DO NOTHING``
-  on the primary key, so a producer's duplicate event_id is stored once.
+  clauses). The ``INSERT ... SELECT`` reads the staged rows ``ORDER BY`` their key, so two
+  flushes sharing buckets lock rows in the same order and cannot deadlock; a statement
+  never holds the same key twice (aggregation merged them).
+- :func:`insert_analyses` / :func:`insert_logs` insert rows with ``ON CONFLICT DO
+  NOTHING`` on the primary key: the contract stores an event once per ``event_id``, and a
+  producer may send one twice in different records, so conflicts are possible and must be
+  handled; a plain ``COPY`` into the table would fail on the first duplicate.
+- A staging table is emptied before each use (``DELETE``, a no-op when empty), because a
+  transaction may write the same table more than once (isolating rows PostgreSQL rejects).
+  Times travel as epoch milliseconds converted in SQL (``'epoch' + ms * 1 ms``), which is
+  exact and avoids building datetimes in Python.
 
 Errors propagate as asyncpg raised them; the flush classifies them.
 
 :data:`WRITERS` declares, per event kind, its table and the two steps of writing it:
-``prepare`` (CPU work done before the transaction opens: aggregation, building columns) and
-``write`` (one statement inside it). The flush serves every kind through it without
+``prepare`` (CPU work done before the transaction opens: aggregation, building rows) and
+``write`` (the staged statement inside it). The flush serves every kind through it without
 naming one.
 """
 
@@ -47,7 +58,49 @@ def additive_set(target: str) -> str:
     return ",\n    ".join([*sums, largest, "updated_at = excluded.updated_at"])
 
 
-UPSERT_BUCKETS = f"""
+@dataclass(frozen=True)
+class Staged:
+    """A table written through a staging table: ``columns`` (name, type) of the staged rows,
+    and the ``INSERT ... SELECT ... FROM stage AS t`` that moves them (``{stage}`` in it is
+    replaced by the staging table's name)."""
+
+    stage: str
+    columns: tuple[tuple[str, str], ...]
+    insert: str
+
+    @property
+    def _prepare_sql(self) -> str:
+        columns = ", ".join(f"{name} {kind}" for name, kind in self.columns)
+        return (
+            f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} ({columns}) ON COMMIT DELETE ROWS; "
+            f"DELETE FROM {self.stage}"
+        )
+
+    async def write(self, conn: Any, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Stage ``rows`` and move them into the table; return the rows inserted/updated."""
+        if not rows:
+            return 0
+        if not conn.is_in_transaction():  # the staged rows live until the commit
+            async with conn.transaction():
+                return await self.write(conn, rows)
+        await conn.execute(self._prepare_sql)
+        names = [name for name, _ in self.columns]
+        await conn.copy_records_to_table(self.stage, records=rows, columns=names)
+        status: str = await conn.execute(self.insert.format(stage=self.stage))
+        return _count(status)
+
+
+BUCKETS = Staged(
+    "pipeline_stage_api_usage",
+    (
+        ("hour_ms", "bigint"), ("service", "text"), ("endpoint", "text"), ("method", "text"),
+        ("user_id", "text"), ("org_id", "text"), ("requests", "bigint"),
+        ("successes", "bigint"), ("errors", "bigint"), ("tokens", "bigint"),
+        ("cost_e8", "bigint"), ("rt_sum", "float8"), ("rt_max", "float8"), ("h0", "bigint"),
+        ("h1", "bigint"), ("h2", "bigint"), ("h3", "bigint"), ("h4", "bigint"),
+        ("h5", "bigint"), ("h6", "bigint"), ("h7", "bigint"),
+    ),
+    f"""
 INSERT INTO api_usage AS u (
     time_window, service, endpoint, method, user_id, organization_id,
     request_count, success_count, error_count, token_usage, cost,
@@ -57,49 +110,57 @@ INSERT INTO api_usage AS u (
 SELECT {_EPOCH.format("t.hour_ms")}, t.service, t.endpoint, t.method, t.user_id, t.org_id,
        t.requests, t.successes, t.errors, t.tokens, t.cost_e8 * 0.00000001,
        t.rt_sum, t.rt_max, t.h0, t.h1, t.h2, t.h3, t.h4, t.h5, t.h6, t.h7, now()
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
-            $12::float8[], $13::float8[], $14::bigint[], $15::bigint[], $16::bigint[],
-            $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[])
-     AS t(hour_ms, service, endpoint, method, user_id, org_id, requests, successes, errors,
-          tokens, cost_e8, rt_sum, rt_max, h0, h1, h2, h3, h4, h5, h6, h7)
+FROM {{stage}} AS t
+ORDER BY t.hour_ms, t.service, t.endpoint, t.method, t.user_id, t.org_id
 ON CONFLICT (time_window, service, endpoint, method, user_id, organization_id) DO UPDATE SET
     {additive_set("u")}
-"""
+""",
+)  # fmt: skip
 
-INSERT_ANALYSES = f"""
+ANALYSES = Staged(
+    "pipeline_stage_ai_analysis",
+    (
+        ("ms", "bigint"), ("event_id", "uuid"), ("user_id", "text"), ("org_id", "text"),
+        ("entry_id", "text"), ("status", "text"), ("model_type", "text"),
+        ("model_version", "text"), ("analysis_version", "text"), ("request_tokens", "int"),
+        ("response_tokens", "int"), ("tokens_used", "bigint"), ("cost_e8", "bigint"),
+        ("processing_ms", "float8"), ("queue_ms", "float8"), ("total_ms", "float8"),
+        ("caching", "bool"), ("batch", "bool"), ("region", "text"), ("attempts", "int"),
+        ("fallback", "bool"), ("error_type", "text"), ("metadata", "jsonb"),
+    ),
+    f"""
 INSERT INTO ai_analysis (
     created_at, event_id, user_id, organization_id, entry_id, status, model_type,
     model_version, analysis_version, request_tokens, response_tokens, tokens_used, api_cost,
     processing_time_ms, queue_wait_time_ms, total_processing_time_ms, caching_used,
     batch_processed, region_processed, processing_attempts, fallback_used, error_type,
     metadata)
-SELECT {_EPOCH.format("t.ms")}, t.event_id::uuid, t.user_id, t.org_id, t.entry_id, t.status,
+SELECT {_EPOCH.format("t.ms")}, t.event_id, t.user_id, t.org_id, t.entry_id, t.status,
        t.model_type, t.model_version, t.analysis_version, t.request_tokens,
        t.response_tokens, t.tokens_used, t.cost_e8 * 0.00000001, t.processing_ms,
        t.queue_ms, t.total_ms, t.caching, t.batch, t.region, t.attempts, t.fallback,
-       t.error_type, t.metadata::jsonb
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::text[], $9::text[], $10::int[], $11::int[], $12::bigint[],
-            $13::bigint[], $14::float8[], $15::float8[], $16::float8[], $17::bool[],
-            $18::bool[], $19::text[], $20::int[], $21::bool[], $22::text[], $23::text[])
-     AS t(ms, event_id, user_id, org_id, entry_id, status, model_type, model_version,
-          analysis_version, request_tokens, response_tokens, tokens_used, cost_e8,
-          processing_ms, queue_ms, total_ms, caching, batch, region, attempts, fallback,
-          error_type, metadata)
+       t.error_type, t.metadata
+FROM {{stage}} AS t
 ON CONFLICT (created_at, event_id) DO NOTHING
-"""
+""",
+)  # fmt: skip
 
-INSERT_LOGS = f"""
+LOGS = Staged(
+    "pipeline_stage_system_logs",
+    (
+        ("ms", "bigint"), ("event_id", "uuid"), ("level", "text"), ("service", "text"),
+        ("message", "text"), ("metadata", "jsonb"), ("user_id", "text"),
+        ("session_id", "text"),
+    ),
+    f"""
 INSERT INTO system_logs (
     logged_at, event_id, level, service, message, metadata, user_id, session_id)
-SELECT {_EPOCH.format("t.ms")}, t.event_id::uuid, t.level, t.service, t.message,
-       t.metadata::jsonb, t.user_id, t.session_id
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::text[])
-     AS t(ms, event_id, level, service, message, metadata, user_id, session_id)
+SELECT {_EPOCH.format("t.ms")}, t.event_id, t.level, t.service, t.message, t.metadata,
+       t.user_id, t.session_id
+FROM {{stage}} AS t
 ON CONFLICT (logged_at, event_id) DO NOTHING
-"""
+""",
+)  # fmt: skip
 
 
 def _count(status: str) -> int:
@@ -107,82 +168,48 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
+def bucket_rows(buckets: dict[BucketKey, list[float]]) -> list[tuple[Any, ...]]:
+    """The staged rows of :data:`BUCKETS`, sorted by key."""
+    return [(*key, *buckets[key]) for key in sorted(buckets)]
+
+
+def analysis_rows(events: Sequence[Analysis]) -> list[tuple[Any, ...]]:
+    """The staged rows of :data:`ANALYSES`."""
+    return [
+        (
+            e.occurred_at_ms, e.event_id, e.user_id, e.organization_id, e.entry_id,
+            str(e.status), e.model_type, e.model_version, e.analysis_version,
+            e.request_tokens, e.response_tokens, e.tokens_used, e.api_cost_e8,
+            e.processing_time_ms, e.queue_wait_time_ms, e.total_processing_time_ms,
+            e.caching_used, e.batch_processed, e.region_processed, e.processing_attempts,
+            e.fallback_used, e.error_type, e.metadata_json,
+        )
+        for e in events
+    ]  # fmt: skip
+
+
+def log_rows(events: Sequence[SystemLog]) -> list[tuple[Any, ...]]:
+    """The staged rows of :data:`LOGS`."""
+    return [
+        (e.occurred_at_ms, e.event_id, str(e.level), e.service, e.message, e.metadata_json,
+         e.user_id, e.session_id)
+        for e in events
+    ]  # fmt: skip
+
+
 async def upsert_buckets(conn: Any, buckets: dict[BucketKey, list[float]]) -> int:
     """Add ``buckets`` to api_usage; return the number of buckets written."""
-    if not buckets:
-        return 0
-    keys = sorted(buckets)
-    rows = [(*key, *buckets[key]) for key in keys]
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    status: str = await conn.execute(UPSERT_BUCKETS, *columns)
-    return _count(status)
+    return await BUCKETS.write(conn, bucket_rows(buckets))
 
 
 async def insert_analyses(conn: Any, events: Sequence[Analysis]) -> int:
     """Insert analysis rows; return how many were new (duplicates are ignored)."""
-    return await insert_rows(conn, INSERT_ANALYSES, analysis_columns(events))
-
-
-async def insert_rows(conn: Any, statement: str, columns: list[list[Any]]) -> int:
-    """Run an ``INSERT ... SELECT FROM unnest(...)`` with ``columns``; return rows inserted."""
-    if not columns or not columns[0]:
-        return 0
-    return _count(await conn.execute(statement, *columns))
-
-
-def analysis_columns(events: Sequence[Analysis]) -> list[list[Any]]:
-    """The 23 parameter arrays of :data:`INSERT_ANALYSES`."""
-    columns: list[list[Any]] = [[] for _ in range(23)]
-    (ms, eid, user, org, entry, status, model, version, aversion, rq, rs, used, cost,
-     proc, queue, total, caching, batch, region, attempts, fallback, err, meta) = [
-        c.append for c in columns
-    ]  # fmt: skip
-    for e in events:
-        ms(e.occurred_at_ms)
-        eid(e.event_id)
-        user(e.user_id)
-        org(e.organization_id)
-        entry(e.entry_id)
-        status(e.status)
-        model(e.model_type)
-        version(e.model_version)
-        aversion(e.analysis_version)
-        rq(e.request_tokens)
-        rs(e.response_tokens)
-        used(e.tokens_used)
-        cost(e.api_cost_e8)
-        proc(e.processing_time_ms)
-        queue(e.queue_wait_time_ms)
-        total(e.total_processing_time_ms)
-        caching(e.caching_used)
-        batch(e.batch_processed)
-        region(e.region_processed)
-        attempts(e.processing_attempts)
-        fallback(e.fallback_used)
-        err(e.error_type)
-        meta(e.metadata_json)
-    return columns
+    return await ANALYSES.write(conn, analysis_rows(events))
 
 
 async def insert_logs(conn: Any, events: Sequence[SystemLog]) -> int:
     """Insert log rows; return how many were new (duplicates are ignored)."""
-    return await insert_rows(conn, INSERT_LOGS, log_columns(events))
-
-
-def log_columns(events: Sequence[SystemLog]) -> list[list[Any]]:
-    """The 8 parameter arrays of :data:`INSERT_LOGS`."""
-    columns: list[list[Any]] = [[] for _ in range(8)]
-    ms, eid, level, service, message, meta, user, session = [c.append for c in columns]
-    for e in events:
-        ms(e.occurred_at_ms)
-        eid(e.event_id)
-        level(e.level)
-        service(e.service)
-        message(e.message)
-        meta(e.metadata_json)
-        user(e.user_id)
-        session(e.session_id)
-    return columns
+    return await LOGS.write(conn, log_rows(events))
 
 
 @dataclass(frozen=True)
@@ -200,28 +227,20 @@ class Writer:
     aggregated: bool = False
 
 
-def _calls(events: Sequence[Event]) -> dict[BucketKey, list[float]]:
-    return aggregate(e for e in events if isinstance(e, ApiCall))
+def _calls(events: Sequence[Event]) -> list[tuple[Any, ...]]:
+    return bucket_rows(aggregate(e for e in events if isinstance(e, ApiCall)))
 
 
-def _analyses(events: Sequence[Event]) -> list[list[Any]]:
-    return analysis_columns([e for e in events if isinstance(e, Analysis)])
+def _analyses(events: Sequence[Event]) -> list[tuple[Any, ...]]:
+    return analysis_rows([e for e in events if isinstance(e, Analysis)])
 
 
-def _logs(events: Sequence[Event]) -> list[list[Any]]:
-    return log_columns([e for e in events if isinstance(e, SystemLog)])
-
-
-async def _write_analyses(conn: Any, columns: list[list[Any]]) -> int:
-    return await insert_rows(conn, INSERT_ANALYSES, columns)
-
-
-async def _write_logs(conn: Any, columns: list[list[Any]]) -> int:
-    return await insert_rows(conn, INSERT_LOGS, columns)
+def _logs(events: Sequence[Event]) -> list[tuple[Any, ...]]:
+    return log_rows([e for e in events if isinstance(e, SystemLog)])
 
 
 WRITERS: dict[EventKind, Writer] = {
-    EventKind.API_CALL: Writer("api_usage", _calls, upsert_buckets, aggregated=True),
-    EventKind.ANALYSIS: Writer("ai_analysis", _analyses, _write_analyses),
-    EventKind.SYSTEM_LOG: Writer("system_logs", _logs, _write_logs),
+    EventKind.API_CALL: Writer("api_usage", _calls, BUCKETS.write, aggregated=True),
+    EventKind.ANALYSIS: Writer("ai_analysis", _analyses, ANALYSES.write),
+    EventKind.SYSTEM_LOG: Writer("system_logs", _logs, LOGS.write),
 }

@@ -49,23 +49,26 @@ async def wait_for_open_transaction(stack: Pipeline, timeout_s: float = 60) -> b
         await conn.close()
 
 
+@pytest.mark.parametrize("connections", [1, 3])
 @pytest.mark.asyncio
 async def test_sigkill_in_the_middle_of_flushes_loses_and_doubles_nothing(
-    stack: Pipeline,
+    stack: Pipeline, connections: int
 ) -> None:
+    """With several connections per flush, a kill lands while some sub-flushes have
+    committed and others have not: each partition's watermark says which."""
     spec = WorkloadSpec(api_calls=12_000, start_ms=NOW_MS, invalid_fraction=0.01)
     items = list(generate(spec))
     expected = ExpectedTotals.of(items)
     await stack.produce(items, shape="batched", max_events=25)
     kills_mid_transaction = 0
     for _ in range(3):
-        worker = stack.start_worker(**SMALL_FLUSHES)
+        worker = stack.start_worker(**SMALL_FLUSHES, flush_connections=connections)
         if await wait_for_open_transaction(stack):
             worker.signal(signal.SIGKILL)
             kills_mid_transaction += 1
         worker.wait(30)
     assert kills_mid_transaction >= 2, stack.logs()
-    stack.start_worker(**SMALL_FLUSHES)
+    stack.start_worker(**SMALL_FLUSHES, flush_connections=connections)
     await stack.wait_applied(timeout_s=180)
     assert_same(expected, await stack.totals(), stack)
 

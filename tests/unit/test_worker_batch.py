@@ -235,3 +235,22 @@ async def test_a_partition_without_a_cached_watermark_is_not_skipped() -> None:
     flusher.seed(0, 100)
     with pytest.raises(AssertionError, match="must not touch PostgreSQL"):
         await flusher.flush(batch_of(records(1, [0])))
+
+
+def test_split_by_partition_keeps_partitions_whole_and_balances_events() -> None:
+    batch = Batch("t", EventKind.API_CALL)
+    sizes = {0: 9, 1: 5, 2: 4, 3: 1}
+    offset = 0
+    for partition, events in sizes.items():
+        for _ in range(events):
+            batch.records.append(Record(partition, offset, 0, []))
+            offset += 1
+    parts = batch.split_by_partition(2)
+    assert len(parts) == 2
+    owners = [{r.partition for r in part.records} for part in parts]
+    assert owners[0].isdisjoint(owners[1]) and owners[0] | owners[1] == set(sizes)
+    assert sorted(len(part) for part in parts) == [9, 10]  # {0} and {1, 2, 3}
+    for part in parts:  # arrival order kept
+        assert [r.offset for r in part.records] == sorted(r.offset for r in part.records)
+    assert batch.split_by_partition(1) == [batch]
+    assert len(batch.split_by_partition(10)) == 4  # never more parts than partitions
