@@ -47,7 +47,11 @@ from pipeline.worker.aggregate import aggregate
 from pipeline.workload import EventFactory, Item, WorkloadSpec, generate, pack
 
 REPO = Path(__file__).resolve().parent.parent
-TOPICS = {EventKind.API_CALL: "api-calls", EventKind.ANALYSIS: "analysis-events"}
+TOPICS = {
+    EventKind.API_CALL: "api-calls",
+    EventKind.ANALYSIS: "analysis-events",
+    EventKind.SYSTEM_LOG: "system-logs",
+}
 GROUP = "bench"
 
 
@@ -73,8 +77,11 @@ def ceiling(values: Sequence[bytes], now_ms: int) -> tuple[float, int]:
 
 
 class Stack:
-    def __init__(self, tmp: Path, worker_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, tmp: Path, worker_env: dict[str, str] | None = None, source: Path = REPO
+    ) -> None:
         self.tmp = tmp
+        self.source = source
         self.worker_env = worker_env or {}
         self.max_rss_mib = 0.0
         self.pg = EmbeddedPostgres(tmp / "pg")
@@ -97,18 +104,18 @@ class Stack:
     async def prepare(self, partitions: int = 8) -> None:
         conn = await asyncpg.connect(self.pg.url)
         try:
-            await MigrationRunner(conn, REPO / "sql" / "migrations", applied_by="bench").up()
+            await MigrationRunner(conn, self.source / "sql" / "migrations", applied_by="bench").up()
         finally:
             await conn.close()
         assert self.kafka is not None
-        names = [*TOPICS.values(), "system-logs", "ingest-dlq"]
+        names = [*TOPICS.values(), "ingest-dlq"]
         await ensure_topics(self.kafka, names, partitions=partitions)
 
     def start_worker(self) -> None:
         assert self.kafka is not None
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "PIPELINE_"))}
         env.update(
-            PYTHONPATH=str(REPO), DATABASE_URL=self.pg.url,
+            PYTHONPATH=str(self.source), DATABASE_URL=self.pg.url,
             KAFKA_BOOTSTRAP_SERVERS=self.kafka.bootstrap, KAFKA_IDEMPOTENT_PRODUCER="false",
             PIPELINE_GROUP_ID=GROUP, PIPELINE_WEB_PORT=str(self.port),
         )  # fmt: skip
@@ -116,6 +123,7 @@ class Stack:
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "worker"],
             env=env, stdout=(self.tmp / "worker.log").open("wb"), stderr=subprocess.STDOUT,
+            cwd=self.source,  # `python -m` puts the working directory first on sys.path
         )  # fmt: skip
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -158,8 +166,21 @@ class Stack:
         """User + system CPU time of the worker process so far."""
         if self.worker is None:
             return 0.0
-        fields = Path(f"/proc/{self.worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return _cpu(self.worker.pid)
+
+    def postgres_cpu_seconds(self) -> float:
+        """CPU time of the PostgreSQL server so far: the postmaster, its live children
+        (backends, WAL writer, checkpointer, autovacuum) and the children it reaped."""
+        postmaster = int((self.pg.data_dir / "postmaster.pid").read_text().split()[0])
+        total = _cpu(postmaster, children=True)
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == postmaster:
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
 
     def stop_worker(self) -> None:
         if self.worker is not None and self.worker.poll() is None:
@@ -169,6 +190,15 @@ class Stack:
             except subprocess.TimeoutExpired:
                 self.worker.kill()
         self.worker = None
+
+
+def _cpu(pid: int, *, children: bool = False) -> float:
+    """User + system CPU seconds of ``pid`` (and of its reaped children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def produce(
@@ -194,15 +224,19 @@ async def produce(
     return targets
 
 
-def measured(stack: Stack, label: str, records: dict[EventKind, list[bytes]], events: int) -> float:
-    """Run ``records`` end to end; print events/s, CPU-s per million events, peak RSS."""
+def measured(
+    stack: Stack, label: str, records: dict[EventKind, list[bytes]], events: int, unit: str
+) -> float:
+    """Run ``records`` end to end; print the rate, the worker's and PostgreSQL's CPU-µs
+    per event and the worker's peak RSS."""
     stack.note_peak_rss()
-    cpu = stack.cpu_seconds()
+    cpu, pg_cpu = stack.cpu_seconds(), stack.postgres_cpu_seconds()
     seconds = asyncio.run(end_to_end(stack, records))
-    cpu = stack.cpu_seconds() - cpu
+    cpu, pg_cpu = stack.cpu_seconds() - cpu, stack.postgres_cpu_seconds() - pg_cpu
     rate = events / seconds
-    print(f"end to end, {label}: {rate:,.0f} events/s ({events:,} events in {seconds:.1f} s); "
-          f"worker {cpu / events * 1e6:.1f} CPU-s per million events, peak RSS "
+    print(f"end to end, {label}: {rate:,.0f} {unit}/s ({events:,} in {seconds:.1f} s); "
+          f"CPU-µs per {unit[:-1]}: worker {cpu / events * 1e6:.1f}, PostgreSQL "
+          f"{pg_cpu / events * 1e6:.1f}; worker peak RSS "
           f"{stack.note_peak_rss():.0f} MiB")  # fmt: skip
     return rate
 
@@ -288,6 +322,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=500_000, help="API calls, batched run")
     parser.add_argument("--single-events", type=int, default=500_000, help="API calls, single")
     parser.add_argument("--partitions", type=int, default=8, help="partitions per topic")
+    parser.add_argument(
+        "--worker-source",
+        type=Path,
+        default=REPO,
+        help="source tree the worker process runs from (an A/B against another checkout)",
+    )
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment of the worker process (repeatable)",
+    )
     parser.add_argument("--analyses", type=int, default=100_000, help="analysis events")
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
@@ -307,25 +354,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     analyses = records_of(
         (Item(EventKind.ANALYSIS, factory.analysis()) for _ in range(args.analyses)), "batched"
     )
+    logs = records_of(
+        (Item(EventKind.SYSTEM_LOG, factory.system_log()) for _ in range(args.analyses)),
+        "batched",
+    )
     top, n = ceiling(batched[EventKind.API_CALL], now_ms)
     top_single, _ = ceiling(single[EventKind.API_CALL], now_ms)
     print(f"ceiling (decode+validate+aggregate, in process): {top:,.0f} events/s batched, "
           f"{top_single:,.0f} events/s single ({n:,} events)")  # fmt: skip
 
-    with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp, Stack(Path(tmp)) as stack:
+    worker_env = dict(item.split("=", 1) for item in args.worker_env)
+    print(f"worker: {args.worker_source} {' '.join(args.worker_env)}".rstrip())
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp,
+        Stack(Path(tmp), worker_env, args.worker_source) as stack,
+    ):
         asyncio.run(stack.prepare(args.partitions))
         stack.start_worker()
         in_flush = stack.flush_seconds("api-calls")
-        rate = measured(stack, "batched records (500 events)", batched, args.events)
+        rate = measured(stack, "batched records (500 events)", batched, args.events, "events")
         in_flush = stack.flush_seconds("api-calls") - in_flush
         print(f"  {rate / top:.0%} of the ceiling; {in_flush:.1f} s inside flushes (partition "
               "check, dead letters, aggregation, the PostgreSQL transaction)")  # fmt: skip
-        single_rate = measured(stack, "single-event records", single, args.single_events)
+        single_rate = measured(stack, "single-event records", single, args.single_events, "events")
         print(f"  {single_rate / top_single:.0%} of the ceiling; single / batched = "
               f"{single_rate / rate:.2f}")  # fmt: skip
-        seconds = asyncio.run(end_to_end(stack, analyses))
-        print(f"end to end, analysis rows: {args.analyses / seconds:,.0f} rows/s "
-              f"({args.analyses:,} rows in {seconds:.1f} s)")  # fmt: skip
+        measured(stack, "analysis rows (ai_analysis)", analyses, args.analyses, "rows")
+        measured(stack, "log rows (system_logs)", logs, args.analyses, "rows")
         p50, p99, count = asyncio.run(latency(stack, rate / 2, args.latency_seconds))
         print(f"latency at {rate / 2:,.0f} events/s (half the batched maximum), records of 100 "
               f"events: p50 {p50:.0f} ms, p99 {p99:.0f} ms over {count} records")  # fmt: skip

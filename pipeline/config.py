@@ -166,7 +166,7 @@ class WorkerConfig:
     group_id: str = "event-pipeline"
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     web_port: int = 6066
-    flush_interval_ms: int = 1_000
+    flush_interval_ms: int = 200
     flush_max_records: int = 100_000
     flush_max_events: int = 50_000
     fetch_max_bytes: int = 8 * 1024 * 1024

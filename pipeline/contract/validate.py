@@ -57,10 +57,6 @@ def _share(value: str) -> str:
     return value
 
 
-def _shared(value: str | None) -> str | None:
-    return None if value is None else (_SHARED.get(value) or _share(value))
-
-
 Validator = Callable[[dict[str, object], int], Event]
 _Setter = Callable[[object, object], None]
 _uuid_match: Final = c.uuid_match
@@ -179,40 +175,69 @@ def _api_call(o: dict[str, object], limit_ms: int) -> ApiCall:
 
 
 def _analysis(o: dict[str, object], limit_ms: int) -> Analysis:
+    # The hot path, as in _api_call: each field is checked inline for its usual valid form
+    # and handed to the generic check (which raises the precise error) only otherwise.
     get = o.get
+    shared = _SHARED.get
     kind = get("type")
     if kind is not None and kind != "analysis":
         c.kind_mismatch("analysis", kind)
-    eid = c.event_id("event_id", get("event_id"))
-    ts = c.occurred_at("occurred_at", get("occurred_at"), limit_ms)
-    model_type = c.req_str("model_type", get("model_type"), 64)
-    model_type = _SHARED.get(model_type) or _share(model_type)
-    status = c.choice("status", get("status"), _STATUSES)
-    opt_str = c.opt_str
-    user_id = _shared(opt_str("user_id", get("user_id"), 128))
-    org_id = _shared(opt_str("organization_id", get("organization_id"), 128))
-    entry_id = opt_str("entry_id", get("entry_id"), 128)
-    model_version = _shared(opt_str("model_version", get("model_version"), 64))
-    analysis_version = _shared(opt_str("analysis_version", get("analysis_version"), 64))
-    request_tokens = c.integer("request_tokens", get("request_tokens"), 0, _MAX_TOKENS, 0)
-    response_tokens = c.integer("response_tokens", get("response_tokens"), 0, _MAX_TOKENS, 0)
-    tokens_used = c.integer(
-        "tokens_used", get("tokens_used"), 0, 2 * _MAX_TOKENS, request_tokens + response_tokens
-    )
-    cost_e8 = c.usd_e8("api_cost_usd", get("api_cost_usd"), _MAX_USD)
-    opt_number = c.opt_number
-    processing = opt_number("processing_time_ms", get("processing_time_ms"), _MAX_MS)
-    queue_wait = opt_number("queue_wait_time_ms", get("queue_wait_time_ms"), _MAX_MS)
-    total = opt_number("total_processing_time_ms", get("total_processing_time_ms"), _MAX_MS)
+    eid = get("event_id")
+    if type(eid) is not str or _uuid_match(eid) is None:
+        eid = c.event_id("event_id", eid)
+    ts = get("occurred_at")
+    if type(ts) is not int or not 0 <= ts <= limit_ms:
+        ts = c.occurred_at("occurred_at", ts, limit_ms)
+    model_type = get("model_type")
+    if type(model_type) is not str or not 0 < len(model_type) <= 64:
+        model_type = c.req_str("model_type", model_type, 64)
+    model_type = shared(model_type) or _share(model_type)
+    raw_status = get("status")
+    status = _STATUSES.get(raw_status) if type(raw_status) is str else None
+    if status is None:
+        status = c.choice("status", raw_status, _STATUSES)
+    user_id = _opt_text(get("user_id"), "user_id", 128)
+    org_id = _opt_text(get("organization_id"), "organization_id", 128)
+    entry = get("entry_id")
+    if entry is not None and (type(entry) is not str or len(entry) > 128):
+        entry = c.opt_str("entry_id", entry, 128)
+    model_version = _opt_text(get("model_version"), "model_version", 64)
+    analysis_version = _opt_text(get("analysis_version"), "analysis_version", 64)
+    rq = get("request_tokens")
+    if type(rq) is not int or not 0 <= rq <= _MAX_TOKENS:
+        rq = c.integer("request_tokens", rq, 0, _MAX_TOKENS, 0)
+    rs = get("response_tokens")
+    if type(rs) is not int or not 0 <= rs <= _MAX_TOKENS:
+        rs = c.integer("response_tokens", rs, 0, _MAX_TOKENS, 0)
+    used = get("tokens_used")
+    if type(used) is not int or not 0 <= used <= 2 * _MAX_TOKENS:
+        used = c.integer("tokens_used", used, 0, 2 * _MAX_TOKENS, rq + rs)
+    cost = get("api_cost_usd")
+    if type(cost) is float and 0.0 <= cost <= 1_000_000.0:
+        cost_e8 = round(cost * 100_000_000)
+    else:
+        cost_e8 = c.usd_e8("api_cost_usd", cost, _MAX_USD)
+    processing = _opt_ms(get("processing_time_ms"), "processing_time_ms")
+    queue_wait = _opt_ms(get("queue_wait_time_ms"), "queue_wait_time_ms")
+    total = _opt_ms(get("total_processing_time_ms"), "total_processing_time_ms")
     if total is None and processing is not None and queue_wait is not None:
         total = processing + queue_wait
-    boolean = c.boolean
-    caching_used = boolean("caching_used", get("caching_used"), False)
-    batch_processed = boolean("batch_processed", get("batch_processed"), False)
-    fallback_used = boolean("fallback_used", get("fallback_used"), False)
-    region = _shared(opt_str("region_processed", get("region_processed"), 64))
-    attempts = c.integer("processing_attempts", get("processing_attempts"), 1, 1000, 1)
-    error_type = opt_str("error_type", get("error_type"), 128)
+    caching_used = get("caching_used")
+    if type(caching_used) is not bool:
+        caching_used = c.boolean("caching_used", caching_used, False)
+    batch_processed = get("batch_processed")
+    if type(batch_processed) is not bool:
+        batch_processed = c.boolean("batch_processed", batch_processed, False)
+    fallback_used = get("fallback_used")
+    if type(fallback_used) is not bool:
+        fallback_used = c.boolean("fallback_used", fallback_used, False)
+    region = _opt_text(get("region_processed"), "region_processed", 64)
+    attempts = get("processing_attempts")
+    if type(attempts) is not int or not 1 <= attempts <= 1000:
+        attempts = c.integer("processing_attempts", attempts, 1, 1000, 1)
+    error_type = get("error_type")
+    if error_type is not None and (type(error_type) is not str or len(error_type) > 128):
+        error_type = c.opt_str("error_type", error_type, 128)
     metadata_json = c.metadata("metadata", get("metadata"))
     return Analysis(
         eid,
@@ -221,12 +246,12 @@ def _analysis(o: dict[str, object], limit_ms: int) -> Analysis:
         status,
         user_id,
         org_id,
-        entry_id,
+        entry,
         model_version,
         analysis_version,
-        request_tokens,
-        response_tokens,
-        tokens_used,
+        rq,
+        rs,
+        used,
         cost_e8,
         processing,
         queue_wait,
@@ -239,6 +264,23 @@ def _analysis(o: dict[str, object], limit_ms: int) -> Analysis:
         error_type,
         metadata_json,
     )
+
+
+def _opt_text(value: object, name: str, max_chars: int) -> str | None:
+    """An optional, repeated text value (a user, an organization, a model): one shared
+    copy of each."""
+    if value is None:
+        return None
+    if type(value) is not str or len(value) > max_chars:
+        value = c.opt_str(name, value, max_chars)
+        assert value is not None
+    return _SHARED.get(value) or _share(value)
+
+
+def _opt_ms(value: object, name: str) -> float | None:
+    if value is None or (type(value) is float and 0.0 <= value <= _MAX_MS):
+        return value
+    return c.opt_number(name, value, _MAX_MS)
 
 
 def _system_log(o: dict[str, object], limit_ms: int) -> SystemLog:

@@ -169,8 +169,10 @@ def _count(status: str) -> int:
 
 
 def bucket_rows(buckets: dict[BucketKey, list[float]]) -> list[tuple[Any, ...]]:
-    """The staged rows of :data:`BUCKETS`, sorted by key."""
-    return [(*key, *buckets[key]) for key in sorted(buckets)]
+    """The staged rows of :data:`BUCKETS`. Unsorted: the ``INSERT ... SELECT`` orders them
+    by key in PostgreSQL, where sorting 30,000 keys costs a few milliseconds instead of the
+    ~17 % of the worker's CPU that sorting the Python tuples took."""
+    return [(*key, *delta) for key, delta in buckets.items()]
 
 
 def analysis_rows(events: Sequence[Analysis]) -> list[tuple[Any, ...]]:

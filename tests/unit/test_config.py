@@ -14,7 +14,7 @@ def test_defaults_without_any_variable() -> None:
     config = Config.from_env({})
     assert config.database is None and config.kafka is None
     assert config.topics.api_calls == "api-calls" and config.topics.dead_letters == "ingest-dlq"
-    assert config.worker.flush_interval_ms == 1000
+    assert config.worker.flush_interval_ms == 200
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         config.require_database()
     with pytest.raises(ConfigError, match="KAFKA_BOOTSTRAP_SERVERS"):
