@@ -173,6 +173,7 @@ class WorkerConfig:
     revoke_timeout_ms: int = 10_000
     stopped_retry_s: float = 60.0
     flush_connections: int = 1
+    dead_letter_max_bytes: int = 900_000
     retry_initial_ms: int = 100
     retry_max_ms: int = 30_000
     shutdown_timeout_s: float = 30.0
@@ -194,6 +195,11 @@ class WorkerConfig:
             )
         _positive("PIPELINE_REVOKE_TIMEOUT_MS", self.revoke_timeout_ms)
         _positive("PIPELINE_STOPPED_RETRY_S", self.stopped_retry_s)
+        if self.dead_letter_max_bytes < 1024:
+            raise ConfigError(
+                f"PIPELINE_DEAD_LETTER_MAX_BYTES must be at least 1024, "
+                f"got {self.dead_letter_max_bytes}"
+            )
         if not 1 <= self.flush_connections <= 16:
             raise ConfigError(
                 f"PIPELINE_FLUSH_CONNECTIONS must be 1..16, got {self.flush_connections}"
@@ -310,6 +316,7 @@ class Config:
             PIPELINE_REVOKE_TIMEOUT_MS=str(w.revoke_timeout_ms),
             PIPELINE_STOPPED_RETRY_S=str(w.stopped_retry_s),
             PIPELINE_FLUSH_CONNECTIONS=str(w.flush_connections),
+            PIPELINE_DEAD_LETTER_MAX_BYTES=str(w.dead_letter_max_bytes),
             PIPELINE_RETRY_INITIAL_MS=str(w.retry_initial_ms),
             PIPELINE_RETRY_MAX_MS=str(w.retry_max_ms),
             PIPELINE_SHUTDOWN_TIMEOUT_S=str(w.shutdown_timeout_s),
@@ -376,6 +383,9 @@ class Config:
             stopped_retry_s=reader.number("PIPELINE_STOPPED_RETRY_S", d_worker.stopped_retry_s),
             flush_connections=reader.integer(
                 "PIPELINE_FLUSH_CONNECTIONS", d_worker.flush_connections
+            ),
+            dead_letter_max_bytes=reader.integer(
+                "PIPELINE_DEAD_LETTER_MAX_BYTES", d_worker.dead_letter_max_bytes
             ),
             retry_initial_ms=reader.integer("PIPELINE_RETRY_INITIAL_MS", d_worker.retry_initial_ms),
             retry_max_ms=reader.integer("PIPELINE_RETRY_MAX_MS", d_worker.retry_max_ms),

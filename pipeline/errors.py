@@ -10,7 +10,10 @@ class says through ``retriable`` whether doing the same thing again may succeed:
   reports it; for data, the offending records go to the dead-letter topic.
 
 asyncpg's exceptions are mapped onto this hierarchy in exactly one place,
-:func:`classify_database_error`, so the rest of the code never inspects SQLSTATEs.
+:func:`classify_database_error`, by exception class and SQLSTATE (never by message text),
+so the rest of the code never inspects SQLSTATEs. What it does not map is a bug and
+propagates. Kafka client errors say themselves whether they are retriable (aiokafka's
+``retriable`` attribute); :func:`pipeline.producer.errors.is_transient` reads it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,12 @@ class PipelineError(Exception):
 
 class ConfigError(PipelineError):
     """A setting is missing or invalid. The message names the variable and what to do."""
+
+
+class BrokerUnreachableError(PipelineError):
+    """The Kafka broker cannot be reached (down, restarting, a network problem). Retry."""
+
+    retriable = True
 
 
 class EmbeddedServiceError(PipelineError):
@@ -51,7 +60,12 @@ class LockTimeoutError(PipelineError):
 
 
 class DatabaseError(PipelineError):
-    """A PostgreSQL error, classified. ``sqlstate`` is the server's code when it sent one."""
+    """A PostgreSQL error, classified. ``sqlstate`` is the server's code when it sent one.
+
+    Not retriable as such (a statement or the schema is wrong, e.g. a table is missing
+    until someone migrates); a flush still stalls on it rather than ending the worker,
+    because nothing in a batch is at fault (see :mod:`pipeline.worker.retry`).
+    """
 
     def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
         super().__init__(message)
@@ -63,6 +77,17 @@ class DatabaseUnavailableError(DatabaseError):
     reasons (serialization failure, deadlock). Retrying the whole transaction is correct."""
 
     retriable = True
+
+
+class DatabaseRefusedError(DatabaseError, ConfigError):
+    """The database cannot be used as configured: authentication failed, the database does
+    not exist, the host name does not resolve, or the login lacks a privilege. Retrying
+    does not help; at start-up the process exits 2 naming the setting (``DATABASE_URL``)."""
+
+
+class SchemaMissingError(DatabaseError):
+    """A table, function or schema the pipeline needs does not exist: run
+    ``pipeline migrate up``."""
 
 
 class NoPartitionError(DatabaseError):
@@ -83,41 +108,70 @@ class DataRejectedError(DatabaseError):
 
 # SQLSTATE classes and codes that mean "try the whole transaction again".
 # 08: connection exception; 53: insufficient resources; 57P01-57P03: admin/crash shutdown,
-# cannot connect now; 40001 serialization failure; 40P01 deadlock; 55P03 lock not available.
+# cannot connect now; 57014 statement timeout or cancel; 40001 serialization failure;
+# 40P01 deadlock; 55P03 lock not available.
 _RETRIABLE_CLASSES = ("08", "53")
 _RETRIABLE_CODES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "57014"})
-# Class 22 (data exception) and 23 (integrity constraint) other than the partition case:
-# the rows themselves are at fault.
+# 28: invalid authorization (wrong password, no such role); 3D000: no such database;
+# 42501: insufficient privilege.
+_REFUSED_CLASSES = ("28",)
+_REFUSED_CODES = frozenset({"3D000", "42501"})
+# 42P01 undefined table, 42883 undefined function, 3F000 invalid schema name.
+_SCHEMA_CODES = frozenset({"42P01", "42883", "3F000"})
+# Class 22 (data exception) and 23 (integrity constraint): the rows themselves are at fault,
+# except a check violation without a constraint name: the partitioned table found no
+# partition for the row (PostgreSQL reports it as 23514 on the parent, naming no constraint).
 _DATA_CLASSES = ("22", "23")
-_NO_PARTITION = "23514"
+_CHECK_VIOLATION = "23514"
 
 
-def classify_database_error(exc: BaseException) -> PipelineError:
-    """Map an exception raised while talking to PostgreSQL onto the pipeline's hierarchy.
+def classify_database_error(exc: BaseException) -> PipelineError | None:
+    """Map an exception raised while talking to PostgreSQL onto the pipeline's hierarchy,
+    by class and SQLSTATE only (never by message text). Returns None for an exception that
+    is none of these: a bug, which the caller lets propagate.
 
-    Returns (never raises) a :class:`PipelineError`; the caller raises it ``from exc``.
-    Connection-level failures that carry no SQLSTATE (``OSError``, ``ConnectionError``,
-    ``asyncio.TimeoutError`` and asyncpg's interface errors about a closed connection) are
-    retriable. Anything unknown is treated as not retriable so that it is surfaced rather
-    than retried forever.
+    The caller raises the result ``from exc``. Connection-level failures without a SQLSTATE
+    (``ConnectionError``, timeouts, a closed connection) are retriable; a host name that
+    does not resolve is refused (it does not fix itself).
     """
     if isinstance(exc, PipelineError):
         return exc
-    sqlstate = getattr(exc, "sqlstate", None)
+    import socket
+
+    import asyncpg
+
     message = f"{type(exc).__name__}: {exc}"
-    if isinstance(sqlstate, str) and sqlstate:
-        if sqlstate == _NO_PARTITION and "no partition of relation" in str(exc):
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = exc.sqlstate or ""
+        if sqlstate.startswith(_REFUSED_CLASSES) or sqlstate in _REFUSED_CODES:
+            return DatabaseRefusedError(message, sqlstate=sqlstate)
+        if sqlstate in _SCHEMA_CODES:
+            hint = "; run `pipeline migrate up` (the schema is missing or older than this code)"
+            return SchemaMissingError(message + hint, sqlstate=sqlstate)
+        if sqlstate == _CHECK_VIOLATION and getattr(exc, "constraint_name", None) is None:
             return NoPartitionError(message, sqlstate=sqlstate)
         if sqlstate in _RETRIABLE_CODES or sqlstate.startswith(_RETRIABLE_CLASSES):
             return DatabaseUnavailableError(message, sqlstate=sqlstate)
         if sqlstate.startswith(_DATA_CLASSES):
             return DataRejectedError(message, sqlstate=sqlstate)
         return DatabaseError(message, sqlstate=sqlstate)
-    if isinstance(exc, OSError | ConnectionError | TimeoutError):
-        return DatabaseUnavailableError(message)
-    name = type(exc).__name__
-    if name in {"ConnectionDoesNotExistError", "InterfaceError", "InternalClientError"} and (
-        "closed" in str(exc) or "connection" in str(exc).lower()
+    if isinstance(
+        exc,
+        asyncpg.exceptions.ClientConfigurationError
+        | asyncpg.exceptions.UnsupportedClientFeatureError
+        | asyncpg.exceptions.UnsupportedServerFeatureError,
     ):
+        return DatabaseRefusedError(message)
+    if isinstance(exc, asyncpg.InterfaceError):  # asyncpg's "connection is closed"
         return DatabaseUnavailableError(message)
-    return DatabaseError(message)
+    if isinstance(exc, socket.gaierror):
+        return DatabaseRefusedError(f"the host name does not resolve ({message})")
+    if isinstance(exc, OSError | TimeoutError):  # ConnectionError is an OSError
+        return DatabaseUnavailableError(message)
+    return None
+
+
+def raised_as(exc: Exception) -> Exception:
+    """What to raise for ``exc`` from PostgreSQL: its classification, or ``exc`` itself
+    when it is not a database error (a bug). Use as ``raise raised_as(exc) from exc``."""
+    return classify_database_error(exc) or exc

@@ -17,19 +17,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
 
 from pipeline.config import KafkaConfig
-from pipeline.errors import ConfigError
+from pipeline.errors import BrokerUnreachableError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,42 @@ def require_codecs() -> None:
             "install the codecs with `pip install 'aiokafka[snappy,lz4,zstd]'` (they come "
             "with the event-pipeline package; the environment is incomplete)"
         )
+
+
+async def check_topics(config: KafkaConfig, settings: Mapping[str, str]) -> None:
+    """Make sure every topic of ``settings`` (topic -> the variable that names it) exists.
+
+    Raises :class:`~pipeline.errors.BrokerUnreachableError` (retriable) when the broker
+    cannot be asked, and :class:`~pipeline.errors.ConfigError` naming the topic, the
+    broker and the variable when a topic is missing or the broker refuses this client.
+    """
+    admin = AIOKafkaAdminClient(**client_options(config))
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+    except KafkaError as exc:
+        if getattr(exc, "retriable", False) or isinstance(exc, KafkaConnectionError):
+            raise BrokerUnreachableError(
+                f"cannot reach the Kafka broker at {config.bootstrap} ({exc!r}); is it "
+                "running, and is KAFKA_BOOTSTRAP_SERVERS right?"
+            ) from exc
+        raise ConfigError(
+            f"the Kafka broker at {config.bootstrap} refused this client ({exc!r}); check "
+            "KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_*"
+        ) from exc
+    except OSError as exc:
+        raise BrokerUnreachableError(
+            f"cannot reach the Kafka broker at {config.bootstrap} ({exc!r}); is it running, "
+            "and is KAFKA_BOOTSTRAP_SERVERS right?"
+        ) from exc
+    finally:
+        await admin.close()
+    for topic, setting in settings.items():
+        if topic not in existing:
+            raise ConfigError(
+                f"topic {topic!r} does not exist on the broker at {config.bootstrap}: create "
+                f"it (docs/operations.md, 'Deploying') or set {setting} to the right name"
+            )
 
 
 async def ensure_topics(

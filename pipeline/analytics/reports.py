@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from pipeline.errors import PipelineError, classify_database_error
+from pipeline.errors import PipelineError, raised_as
 
 
 class AnalyticsError(PipelineError):
@@ -150,7 +150,7 @@ async def bind_organization(conn: Any, organization: str | None) -> str | None:
         else:
             row = await conn.fetchrow(_CURRENT)
     except Exception as exc:
-        raise classify_database_error(exc) from exc
+        raise raised_as(exc) from exc
     bound: str | None = row["bound"] if row else None
     if row is not None and row["restricted"] and bound is None:
         if organization is None:
@@ -187,5 +187,5 @@ async def run_report(
         records = await statement.fetch(start, end, organization, limit)
         columns = tuple(a.name for a in statement.get_attributes())
     except Exception as exc:
-        raise classify_database_error(exc) from exc
+        raise raised_as(exc) from exc
     return ReportResult(columns, tuple(tuple(r.values()) for r in records))

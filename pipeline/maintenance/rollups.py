@@ -83,7 +83,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.errors import PipelineError, classify_database_error
+from pipeline.errors import PipelineError, raised_as
 from pipeline.maintenance.rollup_plan import PLAN
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ async def refresh_rollups(
     except PipelineError:
         raise
     except Exception as exc:
-        raise classify_database_error(exc) from exc
+        raise raised_as(exc) from exc
     report = RollupReport(busy=False, duration_ms=_ms(started), sources=tuple(reports))
     for s in report.sources:
         if s.batches:

@@ -220,6 +220,8 @@ class MigrationRunner:
             raise
         except Exception as exc:
             error = classify_database_error(exc)
+            if error is None:
+                raise
             if error.retriable:
                 raise error from exc
             raise MigrationError(

@@ -10,7 +10,9 @@ Stream machinery (an Event, a queue hop and several tasks per record) capped a w
 ~5,000 single-event records/s; the bulk path does not have that cost (docs/architecture.md,
 "Why the worker consumes in bulk").
 
-``/readyz`` is 200 when partitions are assigned and positioned and no flush is stalled.
+``/readyz`` is 200 when partitions are assigned and positioned and no flush is stalled;
+``/healthz`` is 200 while the ingest service runs and 503 once it failed (the process then
+exits non-zero within the shutdown bound).
 The group-wide timers (partition maintenance, rollup refresh) run on every worker and do
 their work only on the leader (:attr:`WorkerRuntime.is_leader`).
 """
@@ -72,6 +74,7 @@ class IngestService(Service):
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
+            runtime.failure = exc
             self._on_fatal(exc)
 
     async def on_stop(self) -> None:
@@ -132,7 +135,11 @@ def create_app(config: Config, runtime: WorkerRuntime) -> Any:
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"alive": True, "worker_id": worker.worker_id})
+        failure = runtime.failure
+        body: dict[str, Any] = {"alive": failure is None, "worker_id": worker.worker_id}
+        if failure is not None:  # the process is on its way out (exit non-zero)
+            body["failure"] = f"{type(failure).__name__}: {failure}"
+        return web.json(body, status=200 if failure is None else 503)
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:

@@ -20,12 +20,22 @@ commits; delivery to the dead-letter topic is at-least-once).
 
 :meth:`DeadLetterPublisher.publish` returns once the broker acknowledged every message
 (acks=all); it raises :class:`DeadLetterError` (retriable) if the broker cannot be reached.
+Nothing blocks a partition: a value larger than ``PIPELINE_DEAD_LETTER_MAX_BYTES`` (default
+900,000, below Kafka's default 1 MiB per message) is truncated to it, and a letter the broker
+refuses anyway is sent with an empty value, its headers intact:
+
+=====================  ============================================================
+``x-truncated``        bytes of the value kept (0: none)
+``x-original-size``    size of the whole value
+``x-original-sha256``  hash of the whole value (the record is still in its source topic)
+=====================  ============================================================
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -33,7 +43,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 
 from pipeline.config import KafkaConfig
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.kafka import producer_options
 from pipeline.producer.errors import is_transient
 from pipeline.worker.batch import Record, Rejected
@@ -76,12 +86,16 @@ def dead_letter_headers(
 class DeadLetterPublisher:
     """An idempotent aiokafka producer writing to the dead-letter topic."""
 
-    def __init__(self, config: KafkaConfig, topic: str, worker_id: str) -> None:
+    def __init__(
+        self, config: KafkaConfig, topic: str, worker_id: str, *, max_bytes: int = 900_000
+    ) -> None:
         self.topic = topic
         self.worker_id = worker_id
+        self.max_bytes = max_bytes
         self._idempotent = config.idempotent_producer
+        # Headers (the detail is capped at 1 KiB) and framing fit in the 64 KiB margin.
         self._producer: Any = AIOKafkaProducer(
-            **producer_options(config, max_request_size=4 * 1024 * 1024)
+            **producer_options(config, max_request_size=max_bytes + 65_536)
         )
 
     async def start(self) -> None:
@@ -102,26 +116,91 @@ class DeadLetterPublisher:
                 if self._idempotent
                 else ""
             )
-            raise PipelineError(
-                f"the dead-letter producer for {self.topic} could not start ({cause}){hint}"
+            raise ConfigError(
+                f"the broker refused the dead-letter producer for {self.topic} ({cause}){hint}"
             ) from exc
 
     async def stop(self) -> None:
         await self._producer.stop()
 
     async def publish(self, source_topic: str, items: Sequence[tuple[Record, Rejected]]) -> None:
+        """Publish every item; return when the broker acknowledged all of them.
+
+        A value larger than ``max_bytes`` is truncated to it, with headers saying so
+        (``x-truncated``, ``x-original-size``, ``x-original-sha256``). A letter the broker
+        refuses as it is (too large for the topic, invalid) is sent once more with an
+        empty value and the same headers. Raises :class:`DeadLetterError` (retriable) for
+        transient broker errors, and :class:`~pipeline.errors.ConfigError` when even an
+        empty letter is refused: nothing can be dead-lettered, and nothing may be skipped.
+        """
         if not items:
             return
-        try:
-            futures = [
-                await self._producer.send(
-                    self.topic,
-                    value=rejected.payload,
-                    key=dead_letter_key(source_topic, record, rejected),
-                    headers=dead_letter_headers(source_topic, record, rejected, self.worker_id),
+        letters = [self._letter(source_topic, record, rejected) for record, rejected in items]
+        failed = await self._send(letters)
+        if not failed:
+            return
+        if any(is_transient(exc) for _, exc in failed):
+            first = next(exc for _, exc in failed if is_transient(exc))
+            raise DeadLetterError(f"could not publish to {self.topic}: {first!r}") from first
+        emptied = [
+            (key, b"", [*headers, *_truncated(value, 0)]) for (key, value, headers), _ in failed
+        ]
+        log.warning(
+            "%s refused %d dead letter(s) as they were (%r); sending them without their value",
+            self.topic,
+            len(emptied),
+            failed[0][1],
+        )
+        refused = await self._send(emptied)
+        if refused:
+            exc = refused[0][1]
+            if is_transient(exc):
+                raise DeadLetterError(f"could not publish to {self.topic}: {exc!r}") from exc
+            raise ConfigError(
+                f"{self.topic} refuses even an empty dead letter ({exc!r}); check the topic "
+                "(max.message.bytes, permissions) and PIPELINE_TOPIC_DEAD_LETTERS"
+            ) from exc
+
+    def _letter(self, source_topic: str, record: Record, rejected: Rejected) -> _Letter:
+        headers = dead_letter_headers(source_topic, record, rejected, self.worker_id)
+        value = rejected.payload
+        if len(value) > self.max_bytes:
+            headers.extend(_truncated(value, self.max_bytes))
+            value = value[: self.max_bytes]
+        return dead_letter_key(source_topic, record, rejected), value, headers
+
+    async def _send(self, letters: Sequence[_Letter]) -> list[tuple[_Letter, BaseException]]:
+        """Send ``letters``; return those that failed, with why."""
+        futures: list[Any] = []
+        failed: list[tuple[_Letter, BaseException]] = []
+        for letter in letters:
+            key, value, headers = letter
+            try:
+                futures.append(
+                    (
+                        letter,
+                        await self._producer.send(
+                            self.topic, value=value, key=key, headers=headers
+                        ),
+                    )
                 )
-                for record, rejected in items
-            ]
-            await asyncio.gather(*futures)
-        except Exception as exc:
-            raise DeadLetterError(f"could not publish to {self.topic}: {exc}") from exc
+            except Exception as exc:  # refused before sending (too large for the client)
+                failed.append((letter, exc))
+        outcomes = await asyncio.gather(*(f for _, f in futures), return_exceptions=True)
+        for (letter, _), outcome in zip(futures, outcomes, strict=True):
+            if isinstance(outcome, asyncio.CancelledError):
+                raise outcome
+            if isinstance(outcome, BaseException):
+                failed.append((letter, outcome))
+        return failed
+
+
+_Letter = tuple[bytes, bytes, list[tuple[str, bytes]]]
+
+
+def _truncated(value: bytes, kept: int) -> list[tuple[str, bytes]]:
+    return [
+        ("x-truncated", str(kept).encode()),
+        ("x-original-size", str(len(value)).encode()),
+        ("x-original-sha256", hashlib.sha256(value).hexdigest().encode()),
+    ]

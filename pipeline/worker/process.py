@@ -6,9 +6,11 @@
   matter what. Whatever was not committed then is fetched again by the next owner from the
   PostgreSQL watermark, so a forced exit never loses or doubles data.
 - **No zombies.** When the ingest service cannot do its job (a start-up step failed, a
-  flush raised a bug), :meth:`_BoundedWorker.fatal` logs one line naming the cause (and
-  the traceback when it is a bug), stops the worker and the process exits with status 1,
-  so a supervisor restarts it or an operator sees why.
+  flush raised a bug), :meth:`_BoundedWorker.fatal` logs one line naming the cause and the
+  setting to change (and the traceback when it is a bug), stops the worker and the process
+  exits: status 2 for a configuration error (wrong credentials, an unknown database, host
+  or topic, a broker refusing idempotent producers), 1 otherwise. A supervisor restarts it
+  or an operator sees why; ``/healthz`` answers 503 from the moment it is failing.
 - The event loop is uvloop where it is installed (measured ~24 % more records/s).
 - The cyclic garbage collector is tuned for a process that holds ~100,000 live event
   objects between decoding and committing: with Python's default thresholds it traverses
@@ -29,7 +31,7 @@ from typing import Any, NoReturn
 import faust
 
 from pipeline.config import Config
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.metrics import Metrics
 from pipeline.worker.app import IngestService, create_app
 from pipeline.worker.runtime import WorkerRuntime
@@ -66,6 +68,7 @@ class _BoundedWorker(faust.Worker):
 
     def fatal(self, exc: BaseException) -> None:
         """The worker cannot do its job: say why in one line, stop, exit 1."""
+        code = 2 if isinstance(exc, ConfigError) else 1
         if isinstance(exc, PipelineError):
             log.critical("worker stopped: %s", exc)
         else:
@@ -75,7 +78,7 @@ class _BoundedWorker(faust.Worker):
                 exc,
                 exc_info=exc,
             )
-        self.exit_code = 1
+        self.exit_code = code
         self._arm_watchdog()
         self._stopping_task = asyncio.ensure_future(self.stop())
 

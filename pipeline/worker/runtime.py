@@ -29,13 +29,14 @@ from aiokafka import TopicPartition
 from pipeline import db
 from pipeline.config import Config
 from pipeline.contract import EventKind
+from pipeline.kafka import check_topics
 from pipeline.maintenance import partitions, rollups
 from pipeline.metrics import Metrics
 from pipeline.worker import offsets
-from pipeline.worker.deadletter import DeadLetterError, DeadLetterPublisher
+from pipeline.worker.deadletter import DeadLetterPublisher
 from pipeline.worker.engine import IngestEngine
 from pipeline.worker.flush import Flusher
-from pipeline.worker.retry import RetryPolicy, classify, stalls
+from pipeline.worker.retry import RetryPolicy, classify
 from pipeline.worker.source import SourceConsumer
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ class WorkerRuntime:
         self.engine: IngestEngine | None = None
         self.source: SourceConsumer | None = None
         self._started = asyncio.Event()
+        self.failure: BaseException | None = None
+        """Why the ingest service stopped, when it failed (``/healthz`` says 503)."""
         self._prune_warned = False
         w = config.worker
         self.retry = RetryPolicy(w.retry_initial_ms / 1000, w.retry_max_ms / 1000)
@@ -115,38 +118,31 @@ class WorkerRuntime:
                 w.flush_connections,
             )
             database = dataclasses.replace(database, pool_max_size=needed)
-        attempt = 0
-        rng = random.Random()
-        while True:
-            attempt += 1
+
+        async def open_database() -> None:
+            self.pool = await db.create_pool(database, application_name="pipeline-worker")
             try:
-                self.pool = await db.create_pool(database, application_name="pipeline-worker")
                 async with self.pool.acquire() as conn:
                     await partitions.ensure(conn)
-                break
-            except Exception as exc:
-                error = classify(exc)
-                if error is None or not stalls(error):
-                    raise
-                if self.pool is not None:
-                    await self.pool.close()
-                    self.pool = None
-                delay = self.retry.delay(attempt, rng)
-                log.warning("PostgreSQL not usable yet (%s); retrying in %.1fs", error, delay)
-                self.metrics.database_available.set(0)
-                await asyncio.sleep(delay)
+            except BaseException:
+                await self.pool.close()
+                self.pool = None
+                raise
+
+        await self._until_ready("PostgreSQL", open_database)
         self.metrics.database_available.set(1)
-        publisher = DeadLetterPublisher(kafka, self.config.topics.dead_letters, w.worker_id)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await publisher.start()
-                break
-            except DeadLetterError as exc:
-                delay = self.retry.delay(attempt, rng)
-                log.warning("%s; retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+        t = self.config.topics
+        settings = {
+            t.api_calls: "PIPELINE_TOPIC_API_CALLS",
+            t.analyses: "PIPELINE_TOPIC_ANALYSES",
+            t.logs: "PIPELINE_TOPIC_LOGS",
+            t.dead_letters: "PIPELINE_TOPIC_DEAD_LETTERS",
+        }
+        await self._until_ready("Kafka", lambda: check_topics(kafka, settings))
+        publisher = DeadLetterPublisher(
+            kafka, t.dead_letters, w.worker_id, max_bytes=w.dead_letter_max_bytes
+        )
+        await self._until_ready("the dead-letter producer", publisher.start)
         self.dead_letters = publisher
         kinds = {topic: kind for kind, topic in self.topics.items()}
         for topic, kind in kinds.items():
@@ -185,6 +181,30 @@ class WorkerRuntime:
         )
         self._started.set()
         log.info("worker %s connected", w.worker_id)
+
+    async def _until_ready(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        """Run a start-up ``step`` until it succeeds. Transient failures (a service down or
+        restarting) are retried with backoff, one warning line each; anything else (wrong
+        credentials, an unknown database or host, a missing topic: a configuration error,
+        or a bug) is raised: the worker exits saying why."""
+        rng = random.Random()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await step()
+                return
+            except Exception as exc:
+                error = classify(exc)
+                if error is None or (error is exc and not error.retriable):
+                    raise
+                if not error.retriable:
+                    raise error from exc
+                delay = self.retry.delay(attempt, rng)
+                log.warning("%s not usable yet (%s); retrying in %.1fs", what, error, delay)
+                if what == "PostgreSQL":
+                    self.metrics.database_available.set(0)
+                await asyncio.sleep(delay)
 
     async def read_watermarks(self, tps: Collection[TopicPartition]) -> dict[TopicPartition, int]:
         """The committed watermarks of ``tps`` (partitions without a row are absent).

@@ -73,17 +73,20 @@ async def test_sigkill_in_the_middle_of_flushes_loses_and_doubles_nothing(
     assert_same(expected, await stack.totals(), stack)
 
 
+@pytest.mark.parametrize("connections", [1, 2])
 @pytest.mark.asyncio
-async def test_workers_joining_and_leaving_mid_stream(stack: Pipeline) -> None:
+async def test_workers_joining_and_leaving_mid_stream(stack: Pipeline, connections: int) -> None:
     spec = WorkloadSpec(api_calls=15_000, start_ms=NOW_MS)
     items = list(generate(spec))
     expected = ExpectedTotals.of(items)
     third = len(items) // 3
-    first = stack.start_worker("first", **SMALL_FLUSHES)
-    stack.start_worker("second", **SMALL_FLUSHES)
+    first = stack.start_worker("first", **SMALL_FLUSHES, flush_connections=connections)
+    stack.start_worker("second", **SMALL_FLUSHES, flush_connections=connections)
     await stack.produce(items[:third], shape="batched", max_events=20)
     await wait_for_open_transaction(stack)
-    stack.start_worker("third", **SMALL_FLUSHES)  # joins: a rebalance
+    stack.start_worker(
+        "third", **SMALL_FLUSHES, flush_connections=connections
+    )  # joins: a rebalance
     await stack.produce(items[third : 2 * third], shape="batched", max_events=20)
     await asyncio.sleep(2)
     first.signal(signal.SIGTERM)  # leaves gracefully: another rebalance

@@ -18,6 +18,7 @@ from pipeline.errors import (
     MigrationError,
     NoPartitionError,
     PipelineError,
+    SchemaMissingError,
 )
 from pipeline.worker.deadletter import DeadLetterError
 from pipeline.worker.retry import RetryPolicy, classify, retry_until_done, stalls
@@ -90,7 +91,7 @@ def test_network_failures_classify_as_database_unavailable(exc: BaseException) -
     [
         (asyncpg.exceptions.DeadlockDetectedError("deadlock"), DatabaseUnavailableError),
         (asyncpg.exceptions.ConnectionDoesNotExistError("closed"), DatabaseUnavailableError),
-        (asyncpg.exceptions.UndefinedTableError("no table"), DatabaseError),
+        (asyncpg.exceptions.UndefinedTableError("no table"), SchemaMissingError),
         (asyncpg.exceptions.NumericValueOutOfRangeError("too big"), DataRejectedError),
     ],
 )
