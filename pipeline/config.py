@@ -246,6 +246,11 @@ class Config:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     migrations: MigrationsConfig = field(default_factory=MigrationsConfig)
     state_dir: Path = field(default_factory=lambda: Path(".state"))
+    log_format: str = "text"
+
+    def __post_init__(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"PIPELINE_LOG_FORMAT must be text or json, got {self.log_format!r}")
 
     def require_database(self) -> DatabaseConfig:
         """Return the database settings or raise a :class:`ConfigError` that says what to do."""
@@ -325,6 +330,7 @@ class Config:
             PIPELINE_MIGRATIONS_DIR=str(self.migrations.directory),
             PIPELINE_MIGRATION_LOCK_TIMEOUT_S=str(self.migrations.lock_timeout_s),
             PIPELINE_STATE_DIR=str(self.state_dir),
+            PIPELINE_LOG_FORMAT=self.log_format,
         )
         return env
 
@@ -412,6 +418,7 @@ class Config:
             worker=worker,
             migrations=migrations,
             state_dir=Path(reader.text("PIPELINE_STATE_DIR") or ".state"),
+            log_format=(reader.text("PIPELINE_LOG_FORMAT") or "text").lower(),
         )
 
 

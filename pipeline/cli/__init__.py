@@ -10,11 +10,10 @@ exit code 2 for configuration errors, 1 for everything else.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from pipeline import __version__
+from pipeline import __version__, logs
 from pipeline.cli import demo, dlq, migrate, partitions, produce, query, worker
 from pipeline.config import Config
 from pipeline.errors import ConfigError, PipelineError
@@ -53,14 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(args.log_level, "text")
     handler: Handler = args.handler
     try:
         config = Config.from_env()
+        logs.configure(args.log_level, config.log_format)
         return handler(args, config)
     except ConfigError as exc:
         print(f"pipeline: configuration error: {exc}", file=sys.stderr)

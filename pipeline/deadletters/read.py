@@ -77,6 +77,7 @@ class DeadLetter:
     value: bytes | None
     dlq_partition: int
     dlq_offset: int
+    original_size: int | None = None  # set when the value was truncated (x-original-size)
 
     @property
     def source_position(self) -> str:
@@ -159,6 +160,7 @@ def parse_dead_letter(message: Any) -> DeadLetter:
         value=None if message.value is None else bytes(message.value),
         dlq_partition=message.partition,
         dlq_offset=message.offset,
+        original_size=_integer(_header(headers, "x-original-size")),
     )
 
 

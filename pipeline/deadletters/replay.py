@@ -109,6 +109,14 @@ def plan_replay(
             refused.append((letter, f"source topic {letter.source_topic!r} is not configured"))
         elif letter.value is None:
             refused.append((letter, "null value (tombstone): nothing to replay"))
+        elif letter.original_size is not None:
+            refused.append(
+                (
+                    letter,
+                    f"truncated ({letter.original_size} bytes originally): the record "
+                    "is in its source topic at the position named",
+                )
+            )
         elif limit is not None and len(to_replay) >= limit:
             beyond += 1
         else:

@@ -5,8 +5,8 @@ A migration is a numbered pair in one directory::
     0001_core.up.sql      applied by ``pipeline migrate up``
     0001_core.down.sql    applied by ``pipeline migrate down``; undoes exactly the up file
 
-Versions are the leading integer; names are ``[a-z0-9_]+``. The checksum is the sha256 of
-the up file's text with line endings normalised to ``\\n`` (so a checkout with CRLF endings
+Versions are the leading integer; names are ``[a-z0-9_]+``. The checksums are the sha256 of
+each file's text with line endings normalised to ``\\n`` (so a checkout with CRLF endings
 does not look like an edit). A file whose first line is ``-- pipeline:no-transaction`` runs
 statement by statement outside a transaction (needed for ``CREATE INDEX CONCURRENTLY``).
 
@@ -56,6 +56,10 @@ class Migration:
     @property
     def checksum(self) -> str:
         return checksum(self.up.text)
+
+    @property
+    def down_checksum(self) -> str:
+        return checksum(self.down.text)
 
     @property
     def label(self) -> str:

@@ -49,7 +49,10 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at  timestamptz NOT NULL DEFAULT now(),
     applied_by  text        NOT NULL,
     duration_ms integer     NOT NULL
-)
+);
+-- The down file's checksum (NULL for migrations applied before down files were checked:
+-- the next `up` records their current down file).
+ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS down_checksum text;
 """
 
 
@@ -63,6 +66,7 @@ class AppliedMigration:
     applied_at: datetime
     applied_by: str
     duration_ms: int
+    down_checksum: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,8 +115,11 @@ class MigrationRunner:
         if not exists:
             return {}
         rows = await self._conn.fetch(
-            "SELECT version, name, checksum, applied_at, applied_by, duration_ms "
-            "FROM schema_migrations ORDER BY version"
+            # to_jsonb(m) reads down_checksum also from a history created before that
+            # column existed (status and verify never change the table).
+            "SELECT version, name, checksum, applied_at, applied_by, duration_ms, "
+            "to_jsonb(m) ->> 'down_checksum' AS down_checksum "
+            "FROM schema_migrations AS m ORDER BY version"
         )
         return {r["version"]: AppliedMigration(**dict(r)) for r in rows}
 
@@ -145,6 +152,7 @@ class MigrationRunner:
             return await self._plan_up(to)
         async with self._locked():
             await self._conn.execute(HISTORY_DDL)
+            await self._record_down_checksums()
             plan = await self._plan_up(to)
             for migration in plan:
                 await self._run(migration, migration.up, direction="up")
@@ -235,18 +243,37 @@ class MigrationRunner:
     async def _record(self, migration: Migration, direction: str, started: float) -> None:
         if direction == "up":
             await self._conn.execute(
-                "INSERT INTO schema_migrations (version, name, checksum, applied_by, duration_ms)"
-                " VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO schema_migrations "
+                "(version, name, checksum, applied_by, duration_ms, down_checksum)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
                 migration.version,
                 migration.name,
                 migration.checksum,
                 self._applied_by,
                 round((time.perf_counter() - started) * 1000),
+                migration.down_checksum,
             )
         else:
             await self._conn.execute(
                 "DELETE FROM schema_migrations WHERE version = $1", migration.version
             )
+
+    async def _record_down_checksums(self) -> None:
+        """Record the down file's checksum of applied migrations that have none yet (applied
+        before down files were checked): trusted as they are on disk now."""
+        files = {m.version: m for m in discover(self._directory)}
+        adopted = 0
+        for version, row in (await self.applied()).items():
+            if row.down_checksum is None and version in files:
+                await self._conn.execute(
+                    "UPDATE schema_migrations SET down_checksum = $2 "
+                    "WHERE version = $1 AND down_checksum IS NULL",
+                    version,
+                    files[version].down_checksum,
+                )
+                adopted += 1
+        if adopted:
+            self._report(f"recorded the down file checksums of {adopted} applied migrations")
 
     def _locked(self) -> _AdvisoryLock:
         return _AdvisoryLock(self._conn, self._lock_timeout_s, self._report)
@@ -295,6 +322,17 @@ def _compare(files: dict[int, Migration], applied: dict[int, AppliedMigration]) 
                     "changed",
                     f"{label} changed after it was applied on {row.applied_at:%Y-%m-%d %H:%M} "
                     f"(checksum {row.checksum[:12]} applied, {migration.checksum[:12]} on disk)",
+                )
+            )
+        elif row.down_checksum is not None and migration.down_checksum != row.down_checksum:
+            problems.append(
+                Problem(
+                    version,
+                    "changed",
+                    f"{label}'s down file changed after the migration was applied on "
+                    f"{row.applied_at:%Y-%m-%d %H:%M} (checksum {row.down_checksum[:12]} "
+                    f"recorded, {migration.down_checksum[:12]} on disk): restore it; a down "
+                    "that differs from what was reviewed with the up must not run",
                 )
             )
     newest = max(applied, default=0)

@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 
 import faust
 
+from pipeline import logs
 from pipeline.config import Config
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.metrics import Metrics
@@ -107,7 +108,14 @@ def run_worker(config: Config, *, log_level: str = "INFO", metrics: Metrics | No
     app = create_app(config, runtime)
     holder: list[_BoundedWorker] = []
     service = IngestService(runtime, on_fatal=lambda exc: holder[0].fatal(exc))
-    worker = _BoundedWorker(app, service, loglevel=log_level, quiet=True, redirect_stdouts=False)
+    worker = _BoundedWorker(
+        app,
+        service,
+        loglevel=log_level,
+        quiet=True,
+        redirect_stdouts=False,
+        logging_config=logs.dict_config(log_level, config.log_format),
+    )
     holder.append(worker)
     worker.shutdown_timeout_s = config.worker.shutdown_timeout_s
     gc.collect()

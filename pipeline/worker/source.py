@@ -62,6 +62,7 @@ from aiokafka.errors import (
     KafkaError,
     NoOffsetForPartitionError,
     OffsetOutOfRangeError,
+    RecordTooLargeError,
 )
 from aiokafka.structs import OffsetAndMetadata
 
@@ -151,7 +152,8 @@ class SourceConsumer:
             auto_offset_reset="none",
             isolation_level="read_committed",
             fetch_max_bytes=fetch_max_bytes,
-            max_partition_fetch_bytes=min(fetch_max_bytes, 1024 * 1024),
+            # 1 MiB per partition at the default; more when PIPELINE_FETCH_MAX_BYTES is raised.
+            max_partition_fetch_bytes=min(fetch_max_bytes, max(1 << 20, fetch_max_bytes // 8)),
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(100, session_timeout_ms // 10),
         )
@@ -246,6 +248,9 @@ class SourceConsumer:
         except NoOffsetForPartitionError as exc:
             self._no_offset(exc)
             return {}
+        except RecordTooLargeError as exc:
+            self._too_large(exc)
+            return {}
         self._note(fetched)
         return fetched
 
@@ -324,6 +329,21 @@ class SourceConsumer:
         if not fetched:
             await asyncio.sleep(0.01)
         return fetched
+
+    def _too_large(self, exc: RecordTooLargeError) -> None:
+        """A broker too old to return an oversized batch anyway: the partition cannot move
+        until the consumer may fetch more per partition. (aiokafka's args: message, the
+        partition, the offset, the fetch size.)"""
+        args = exc.args
+        tp = args[1] if len(args) > 3 and isinstance(args[1], TopicPartition) else None
+        if tp is None or tp not in self._state:
+            raise exc
+        self._rewind([tp])
+        self._stop(
+            tp,
+            f"a record there is larger than the fetch size of {args[3]} bytes per partition; "
+            "raise PIPELINE_FETCH_MAX_BYTES above the topic's max.message.bytes",
+        )
 
     def _no_offset(self, exc: NoOffsetForPartitionError) -> None:
         """aiokafka looked for a start position of its own before ours was sought (it does

@@ -95,6 +95,32 @@ async def test_an_analyst_bound_to_a_sees_only_a(pg: asyncpg.Connection) -> None
 
 
 @pytest.mark.asyncio
+async def test_the_rollup_queue_shows_an_analyst_only_its_own_organizations_activity(
+    pg: asyncpg.Connection,
+) -> None:
+    """No side channel: when other organizations wrote, and how much the refresh did."""
+    await load(pg)  # leaves one analysis of org-b queued
+    queued = await pg.fetch("SELECT source, organization_id FROM rollup_pending")
+    assert [tuple(r) for r in queued] == [("ai_analysis", "org-b")]
+    await pg.execute(
+        "SELECT rollup_requeue('api_usage', $1::timestamptz, $1 + interval '1 hour')", START
+    )
+
+    await pg.execute("SET ROLE pipeline_analyst")
+    await pg.fetchval("SELECT set_analyst_organization('org-a')")
+    visible = await pg.fetch("SELECT source, organization_id FROM rollup_pending")
+    assert [tuple(r) for r in visible] == [("api_usage", None)]  # a requeue concerns all
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await pg.fetch("SELECT * FROM rollup_state")
+    await pg.execute("RESET ROLE")
+
+    await pg.execute("SET ROLE pipeline_analyst_all")
+    assert await pg.fetchval("SELECT count(*) FROM rollup_pending") == 2
+    await pg.fetch("SELECT * FROM rollup_state")
+    await pg.execute("RESET ROLE")
+
+
+@pytest.mark.asyncio
 async def test_binding_is_limited_by_analyst_scopes(pg: asyncpg.Connection) -> None:
     await load(pg)
     await pg.execute("SET ROLE pipeline_analyst")

@@ -149,6 +149,46 @@ async def test_edited_applied_migration_is_detected_and_blocks_up(
 
 
 @pytest.mark.asyncio
+async def test_a_changed_down_file_of_an_applied_migration_is_refused(
+    fresh_database: DatabaseConfig, tmp_path: Path
+) -> None:
+    directory = copy_migrations(tmp_path)
+    conn = await asyncpg.connect(fresh_database.url)
+    try:
+        await runner(conn, directory).up(to=2)
+        down = directory / "0002_event_tables.down.sql"
+        down.write_text(down.read_text() + "\nDROP TABLE ingest_offsets;\n")
+        problems = await runner(conn, directory).verify()
+        assert [(p.version, p.kind) for p in problems] == [(2, "changed")]
+        assert "down file changed" in problems[0].message
+        states = {r.version: r.state for r in await runner(conn, directory).status()}
+        assert states[2] == "changed"
+        with pytest.raises(MigrationDriftError, match="down file changed"):
+            await runner(conn, directory).down()
+        assert await conn.fetchval("SELECT to_regclass('api_usage')") is not None  # not run
+    finally:
+        await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_history_from_before_down_checksums_adopts_them_on_the_next_up(
+    fresh_database: DatabaseConfig,
+) -> None:
+    conn = await asyncpg.connect(fresh_database.url)
+    try:
+        await runner(conn).up(to=1)
+        await conn.execute("UPDATE schema_migrations SET down_checksum = NULL")
+        assert await runner(conn).verify() == []  # unknown: nothing to compare yet
+        await runner(conn).up(to=2)
+        recorded = await conn.fetchval(
+            "SELECT down_checksum FROM schema_migrations WHERE version = 1"
+        )
+        assert recorded == discover(SQL_DIR)[0].down_checksum
+    finally:
+        await conn.close()
+
+
+@pytest.mark.asyncio
 async def test_missing_and_out_of_order_files_are_detected(
     fresh_database: DatabaseConfig, tmp_path: Path
 ) -> None:

@@ -149,6 +149,8 @@ def _different(name: str, value: str) -> str:
         return "k:2"
     if name == "KAFKA_SECURITY_PROTOCOL":
         return "SSL"
+    if name == "PIPELINE_LOG_FORMAT":
+        return "json" if value == "text" else "text"
     if name == "KAFKA_COMPRESSION_TYPE":
         return "lz4" if value != "lz4" else "none"
     try:
@@ -159,3 +161,10 @@ def _different(name: str, value: str) -> str:
         return str(float(value) + 1)
     except ValueError:
         return value + "-x"
+
+
+def test_log_format_is_text_or_json() -> None:
+    assert Config.from_env({}).log_format == "text"
+    assert Config.from_env({"PIPELINE_LOG_FORMAT": "JSON"}).log_format == "json"
+    with pytest.raises(ConfigError, match="PIPELINE_LOG_FORMAT"):
+        Config.from_env({"PIPELINE_LOG_FORMAT": "xml"})
