@@ -36,7 +36,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench._machine import machine
+from bench._machine import cpu_seconds, machine, status_kib
 from pipeline.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from pipeline.kafka import ensure_topics
 from pipeline.migrations.runner import MigrationRunner
@@ -100,7 +100,7 @@ async def run_ours(
                         "WHERE consumer_group = 'peer-bench' AND topic = $1",
                         topic,
                     )
-                    peak_kib = max(peak_kib, _status_kib(worker.pid, "VmHWM"))
+                    peak_kib = max(peak_kib, status_kib(worker.pid, "VmHWM"))
                     if applied >= RECORDS:
                         break
                     if worker.poll() is not None:
@@ -109,7 +109,7 @@ async def run_ours(
                         raise SystemExit("the worker did not finish within 30 minutes")
                     await asyncio.sleep(0.2)
                 wall = time.perf_counter() - started
-                cpu = _cpu_seconds(worker.pid)
+                cpu = cpu_seconds(worker.pid)
             finally:
                 worker.terminate()
                 worker.wait(60)
@@ -135,21 +135,6 @@ def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-
-
-def _status_kib(pid: int, key: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{key}:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,7 +36,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench._machine import machine
+from bench._machine import cpu_seconds, machine, status_kib
 from pipeline.config import KafkaConfig
 from pipeline.contract import EventKind, decode_record
 from pipeline.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
@@ -146,12 +146,7 @@ class Stack:
         return 0.0
 
     def peak_rss_mib(self) -> float:
-        if self.worker is None:
-            return 0.0
-        for line in Path(f"/proc/{self.worker.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return 0.0 if self.worker is None else status_kib(self.worker.pid, "VmHWM") / 1024
 
     def note_peak_rss(self) -> float:
         """The peak RSS since the previous call (MiB); starts a new measurement (Linux:
@@ -166,13 +161,13 @@ class Stack:
         """User + system CPU time of the worker process so far."""
         if self.worker is None:
             return 0.0
-        return _cpu(self.worker.pid)
+        return cpu_seconds(self.worker.pid)
 
     def postgres_cpu_seconds(self) -> float:
         """CPU time of the PostgreSQL server so far: the postmaster, its live children
         (backends, WAL writer, checkpointer, autovacuum) and the children it reaped."""
         postmaster = int((self.pg.data_dir / "postmaster.pid").read_text().split()[0])
-        total = _cpu(postmaster, children=True)
+        total = cpu_seconds(postmaster, children=True)
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
@@ -190,15 +185,6 @@ class Stack:
             except subprocess.TimeoutExpired:
                 self.worker.kill()
         self.worker = None
-
-
-def _cpu(pid: int, *, children: bool = False) -> float:
-    """User + system CPU seconds of ``pid`` (and of its reaped children)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])
-    if children:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def produce(

@@ -77,10 +77,13 @@ class Pipeline:
         names = [t.api_calls, t.analyses, t.logs, t.dead_letters]
         await ensure_topics(self.kafka, names, partitions=PARTITIONS)
 
-    def start_worker(self, name: str | None = None, **settings: Any) -> WorkerProcess:
-        """Start a worker; ``settings`` override fields of its WorkerConfig."""
+    def start_worker(
+        self, name: str | None = None, *, config: Config | None = None, **settings: Any
+    ) -> WorkerProcess:
+        """Start a worker of ``config`` (default: :attr:`config`); ``settings`` override
+        fields of its WorkerConfig."""
         worker_id = name or f"w{len(self.workers) + 1}"
-        config = self.config
+        config = config or self.config
         config = replace(config, worker=replace(config.worker, **settings))
         worker = WorkerProcess(
             config,

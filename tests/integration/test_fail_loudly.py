@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -18,7 +19,6 @@ from aiokafka import AIOKafkaProducer
 
 from pipeline.config import DatabaseConfig
 from pipeline.contract import Reason
-from pipeline.embedded import free_port
 from pipeline.kafka import client_options
 from pipeline.launch import WorkerProcess
 from pipeline.workload import ExpectedTotals, WorkloadSpec, generate
@@ -29,19 +29,9 @@ from tests.integration.test_worker_delivery import assert_same
 NOW_MS = int(time.time() * 1000)
 
 
-def worker_with(stack: Pipeline, name: str, **changes: object) -> WorkerProcess:
+def worker_with(stack: Pipeline, name: str, **changes: Any) -> WorkerProcess:
     """A worker of ``stack`` whose Config differs by ``changes`` (database=, kafka=, ...)."""
-    config = dataclasses.replace(stack.config, **changes)  # type: ignore[arg-type]
-    worker = WorkerProcess(
-        config,
-        worker_id=name,
-        web_port=free_port(),
-        log_path=stack.tmp / f"{name}.log",
-        cwd=stack.tmp,
-    )
-    worker.start()
-    stack.workers.append(worker)
-    return worker
+    return stack.start_worker(name, config=dataclasses.replace(stack.config, **changes))
 
 
 def exit_code(worker: WorkerProcess, timeout_s: float = 60) -> int:
@@ -163,17 +153,12 @@ async def test_a_bug_in_a_flush_ends_the_worker_visibly(
 
 @pytest.mark.asyncio
 async def test_json_logs_are_one_object_per_line(stack: Pipeline) -> None:
-    config = dataclasses.replace(stack.config, log_format="json")
-    worker = WorkerProcess(
-        config, worker_id="json", web_port=free_port(), log_path=stack.tmp / "json.log"
-    )
-    worker.start()
-    stack.workers.append(worker)
+    worker = worker_with(stack, "json", log_format="json")
     assert worker.wait_ready(), worker.log_tail()
     await stack.produce(list(generate(WorkloadSpec(api_calls=200, start_ms=NOW_MS))))
     await stack.wait_applied()
     assert worker.stop() == 0
-    lines = (stack.tmp / "json.log").read_text().splitlines()
+    lines = worker.log_path.read_text().splitlines()
     assert len(lines) > 5
     for line in lines:
         entry = orjson.loads(line)  # every line parses
