@@ -1,6 +1,8 @@
 """The stream worker, by stage.
 
-- ``source``      consume: the group's aiokafka consumer, positioned at the watermark.
+- ``source``      consume: the group's aiokafka consumer; rebalances; one partition's problems.
+- ``positions``   where each assigned partition starts: PostgreSQL's watermark.
+- ``undecodable`` record batches the Kafka client cannot decode, and how to skip one.
 - ``batch``       decode/validate: records of one topic with their offsets.
 - ``ingest``      batch: one topic's pending batch, flush triggers, one flush in flight.
 - ``engine``      the loop that ties the stages together; backpressure and revocation.

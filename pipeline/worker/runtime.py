@@ -178,6 +178,7 @@ class WorkerRuntime:
             fetch_max_bytes=w.fetch_max_bytes,
             retry=self.retry,
             stopped_retry_s=w.stopped_retry_s,
+            rebalance_timeout_ms=w.revoke_timeout_ms + 10_000,
         )
         self._started.set()
         log.info("worker %s connected", w.worker_id)

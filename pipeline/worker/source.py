@@ -123,6 +123,7 @@ class SourceConsumer:
         retry: RetryPolicy | None = None,
         stopped_retry_s: float = 60.0,
         session_timeout_ms: int = 10_000,
+        rebalance_timeout_ms: int = 20_000,
         consumer: Any = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -156,6 +157,9 @@ class SourceConsumer:
             max_partition_fetch_bytes=min(fetch_max_bytes, max(1 << 20, fetch_max_bytes // 8)),
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(100, session_timeout_ms // 10),
+            # The group waits this long for members to rejoin; a revocation may take up to
+            # the revoke timeout to settle its flushes first.
+            rebalance_timeout_ms=rebalance_timeout_ms,
         )
         self._state: dict[TopicPartition, _State] = {}
         self._next: dict[TopicPartition, int] = {}  # first offset not handed out yet
@@ -363,6 +367,8 @@ class SourceConsumer:
                 log.warning("cannot read the start of %s[%d]: %r", tp.topic, tp.partition, error)
                 self._rewind([tp])
                 continue
+            if self._state.get(tp) is not _State.FETCHING:
+                continue  # revoked (or stopped) while the start was read
             if offset < start:
                 self._metrics.offset_gaps.labels(tp.topic).inc()
                 log.error(
@@ -386,6 +392,8 @@ class SourceConsumer:
                 )
 
     def _stop(self, tp: TopicPartition, why: str) -> None:
+        if tp not in self._state:
+            return  # revoked while the cause was looked into: not ours to stop any more
         offset = self._next.get(tp)
         self._state[tp] = _State.STOPPED
         self._stopped_at[tp] = self._monotonic()
