@@ -18,7 +18,10 @@ propagates. Kafka client errors say themselves whether they are retriable (aioka
 
 from __future__ import annotations
 
+import socket
 from typing import ClassVar
+
+import asyncpg
 
 
 class PipelineError(Exception):
@@ -136,10 +139,6 @@ def classify_database_error(exc: BaseException) -> PipelineError | None:
     """
     if isinstance(exc, PipelineError):
         return exc
-    import socket
-
-    import asyncpg
-
     message = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = exc.sqlstate or ""

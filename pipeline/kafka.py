@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -93,6 +94,23 @@ def require_codecs() -> None:
         )
 
 
+async def _require_resolvable(config: KafkaConfig) -> None:
+    """Raise :class:`ConfigError` when no bootstrap host name resolves (a typo does not
+    fix itself; a broker that is down is retried instead)."""
+    loop = asyncio.get_running_loop()
+    failures = []
+    for server in config.bootstrap_servers:
+        host, _, port = server.rpartition(":")
+        try:
+            await loop.getaddrinfo(host.strip("[]"), int(port))
+            return
+        except socket.gaierror as exc:
+            failures.append(f"{host}: {exc.strerror}")
+    raise ConfigError(
+        f"no host of KAFKA_BOOTSTRAP_SERVERS resolves ({'; '.join(failures)}); check it"
+    )
+
+
 async def check_topics(config: KafkaConfig, settings: Mapping[str, str]) -> None:
     """Make sure every topic of ``settings`` (topic -> the variable that names it) exists.
 
@@ -100,6 +118,7 @@ async def check_topics(config: KafkaConfig, settings: Mapping[str, str]) -> None
     cannot be asked, and :class:`~pipeline.errors.ConfigError` naming the topic, the
     broker and the variable when a topic is missing or the broker refuses this client.
     """
+    await _require_resolvable(config)
     admin = AIOKafkaAdminClient(**client_options(config))
     try:
         await admin.start()

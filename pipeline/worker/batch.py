@@ -102,13 +102,6 @@ class Batch:
         """The partitions in the batch, sorted (the order in which their rows are locked)."""
         return sorted({r.partition for r in self.records})
 
-    def first_offsets(self) -> dict[int, int]:
-        first: dict[int, int] = {}
-        for r in self.records:
-            if r.offset < first.get(r.partition, r.offset + 1):
-                first[r.partition] = r.offset
-        return first
-
     def next_offsets(self) -> dict[int, int]:
         """Per partition, one past the last offset in the batch: the new watermark."""
         nxt: dict[int, int] = {}

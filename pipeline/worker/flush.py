@@ -265,4 +265,4 @@ def reject_expired(
     return moved
 
 
-__all__ = ["HOUR_MS", "FlushResult", "Flusher", "RetryPolicy", "reject_expired"]
+__all__ = ["FlushResult", "Flusher", "reject_expired"]

@@ -8,7 +8,7 @@ Contract, for one (consumer group, topic) and the partitions of a batch:
   partitions (a zombie still holding it after a rebalance) waits here, then sees the
   advanced watermark and skips what this transaction applied. Whoever commits first wins.
 - :func:`advance` sets each row to ``max(next_offset, new)`` in the same transaction.
-- :func:`read` / :func:`read_topics` return the committed watermarks without locking:
+- :func:`read_topics` returns the committed watermarks without locking:
   where a worker starts each partition it is assigned, and what tools show.
 - :func:`adopt` records where a partition new to the group starts (its first watermark),
   unless a row exists already, and returns the stored watermarks.
@@ -39,10 +39,6 @@ FROM unnest($3::int[], $4::bigint[]) AS n(partition, next_offset)
 WHERE o.consumer_group = $1 AND o.topic = $2 AND o.partition = n.partition
 """
 
-_READ = """
-SELECT partition, next_offset FROM ingest_offsets WHERE consumer_group = $1 AND topic = $2
-"""
-
 _READ_TOPICS = """
 SELECT topic, partition, next_offset FROM ingest_offsets
 WHERE consumer_group = $1 AND topic = ANY($2::text[])
@@ -67,12 +63,6 @@ async def advance(
         return
     parts = sorted(next_offsets)
     await conn.execute(_ADVANCE, group, topic, parts, [next_offsets[p] for p in parts], worker_id)
-
-
-async def read(conn: Any, group: str, topic: str) -> dict[int, int]:
-    """The committed watermarks of every partition of ``topic`` seen by ``group``."""
-    rows = await conn.fetch(_READ, group, topic)
-    return {r["partition"]: r["next_offset"] for r in rows}
 
 
 async def read_topics(conn: Any, group: str, topics: Sequence[str]) -> dict[tuple[str, int], int]:

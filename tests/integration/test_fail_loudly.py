@@ -78,6 +78,16 @@ def require_password(hba: Path, role: str) -> bool:
 
 
 @pytest.mark.asyncio
+async def test_a_kafka_host_that_does_not_resolve_exits_2_naming_the_setting(
+    stack: Pipeline,
+) -> None:
+    kafka = dataclasses.replace(stack.kafka, bootstrap_servers=("no-such-host.invalid:9092",))
+    worker = worker_with(stack, "nokafka", kafka=kafka)
+    assert exit_code(worker) == 2, worker.log_tail()
+    assert "KAFKA_BOOTSTRAP_SERVERS" in worker.log_tail(), worker.log_tail()
+
+
+@pytest.mark.asyncio
 async def test_a_wrong_password_exits_2_without_printing_it(
     stack: Pipeline, pg_admin: PgAdmin
 ) -> None:

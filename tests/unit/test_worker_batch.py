@@ -74,7 +74,6 @@ def test_an_unreadable_record_is_rejected_whole_with_its_raw_value(value: bytes 
 def test_next_offsets_is_one_past_the_highest_offset_of_each_partition() -> None:
     batch = batch_of(records(0, [5, 3, 9]) + records(2, [0]) + records(0, [7]))
     assert batch.next_offsets() == {0: 10, 2: 1}
-    assert batch.first_offsets() == {0: 3, 2: 0}
     assert batch.partitions() == [0, 2]
 
 
