@@ -47,9 +47,9 @@ import asyncpg
 from bench._machine import machine
 from pipeline.config import default_sql_dir
 from pipeline.embedded import EmbeddedPostgres
+from pipeline.kinds.api_call import additive_set
 from pipeline.maintenance.rollups import refresh_rollups
 from pipeline.migrations.runner import MigrationRunner
-from pipeline.worker.writes import additive_set
 from pipeline.workload import spec
 
 log = logging.getLogger(__name__)

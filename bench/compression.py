@@ -26,6 +26,7 @@ from pathlib import Path
 from bench._machine import machine
 from pipeline.cli._common import format_table
 from pipeline.config import COMPRESSION_TYPES, KafkaConfig, TopicsConfig
+from pipeline.contract import EventKind
 from pipeline.embedded import EmbeddedBroker
 from pipeline.kafka import ensure_topics
 from pipeline.producer import EventProducer
@@ -44,7 +45,7 @@ def written_bytes() -> int:
 async def run(kafka: KafkaConfig, topic: str, values: Sequence[bytes]) -> tuple[float, float, int]:
     """Send ``values``; return (seconds, CPU seconds, bytes written)."""
     await ensure_topics(kafka, [topic], partitions=8)
-    topics = TopicsConfig(api_calls=topic)
+    topics = TopicsConfig(sources={EventKind.API_CALL: topic})
     wrote, cpu, started = written_bytes(), time.process_time(), time.perf_counter()
     async with EventProducer(kafka, topics, max_record_bytes=4 << 20) as producer:
         for value in values:

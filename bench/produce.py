@@ -71,12 +71,10 @@ class Bench:
         self.runs += 1
         prefix = f"bench{self.runs}"
         topics = TopicsConfig(
-            api_calls=f"{prefix}-calls",
-            analyses=f"{prefix}-analyses",
-            logs=f"{prefix}-logs",
+            sources={kind: f"{prefix}-{kind.value}" for kind in TopicsConfig().sources},
             dead_letters=f"{prefix}-dlq",
         )
-        names = [topics.api_calls, topics.analyses, topics.logs]
+        names = list(topics.source_topics)
         await ensure_topics(self.kafka, names, partitions=self.partitions)
         return topics
 

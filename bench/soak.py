@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 finally:
                     await conn.close()
                 topics = TopicsConfig()
-                names = [topics.api_calls, topics.analyses, topics.logs, topics.dead_letters]
+                names = [*topics.source_topics, topics.dead_letters]
                 await ensure_topics(kafka, names, partitions=8)
 
             asyncio.run(prepare())

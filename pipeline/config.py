@@ -16,9 +16,12 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from pipeline.contract import EventKind
 from pipeline.errors import ConfigError
+from pipeline.kinds import KINDS
 
 _REDACTED = "***"
 
@@ -146,17 +149,43 @@ class KafkaConfig:
 
 @dataclass(frozen=True)
 class TopicsConfig:
-    """Topic names. Dead letters of every source topic go to ``dead_letters``."""
+    """Topic names: one source topic per event kind, and the dead-letter topic.
 
-    api_calls: str = "api-calls"
-    analyses: str = "analysis-events"
-    logs: str = "system-logs"
+    ``sources`` maps a kind to its topic; kinds left out get their declared default
+    (:data:`pipeline.kinds.KINDS`). Dead letters of every source topic go to
+    ``dead_letters``. After construction ``sources`` holds every kind, read-only.
+    """
+
+    sources: Mapping[EventKind, str] = field(default_factory=dict)
     dead_letters: str = "ingest-dlq"
 
     def __post_init__(self) -> None:
-        names = (self.api_calls, self.analyses, self.logs, self.dead_letters)
+        unknown = set(self.sources) - {spec.kind for spec in KINDS}
+        if unknown:
+            raise ConfigError(f"no such event kind: {', '.join(sorted(unknown))}")
+        full = {spec.kind: self.sources.get(spec.kind) or spec.topic for spec in KINDS}
+        object.__setattr__(self, "sources", MappingProxyType(full))
+        names = (*full.values(), self.dead_letters)
         if len(set(names)) != len(names) or not all(names):
             raise ConfigError(f"topic names must be non-empty and distinct, got {names}")
+
+    def topic(self, kind: EventKind) -> str:
+        """The topic that carries events of ``kind``."""
+        return self.sources[kind]
+
+    def kind_of(self, topic: str) -> EventKind | None:
+        """The kind whose events ``topic`` carries; None for any other topic."""
+        return next((kind for kind, name in self.sources.items() if name == topic), None)
+
+    @property
+    def source_topics(self) -> tuple[str, ...]:
+        """Every source topic, in the order of :data:`pipeline.kinds.KINDS`."""
+        return tuple(self.sources.values())
+
+    def settings(self) -> dict[str, str]:
+        """Each topic (sources and dead letters) -> the environment variable naming it."""
+        names = {self.topic(spec.kind): spec.topic_setting for spec in KINDS}
+        return {**names, self.dead_letters: "PIPELINE_TOPIC_DEAD_LETTERS"}
 
 
 @dataclass(frozen=True)
@@ -306,10 +335,8 @@ class Config:
             }
             env.update({name: value for name, value in optional.items() if value})
         t, w = self.topics, self.worker
+        env.update({spec.topic_setting: t.topic(spec.kind) for spec in KINDS})
         env.update(
-            PIPELINE_TOPIC_API_CALLS=t.api_calls,
-            PIPELINE_TOPIC_ANALYSES=t.analyses,
-            PIPELINE_TOPIC_LOGS=t.logs,
             PIPELINE_TOPIC_DEAD_LETTERS=t.dead_letters,
             PIPELINE_GROUP_ID=w.group_id,
             PIPELINE_WORKER_ID=w.worker_id,
@@ -363,12 +390,9 @@ class Config:
             if bootstrap
             else None
         )
-        d_topics = TopicsConfig()
         topics = TopicsConfig(
-            api_calls=reader.text("PIPELINE_TOPIC_API_CALLS") or d_topics.api_calls,
-            analyses=reader.text("PIPELINE_TOPIC_ANALYSES") or d_topics.analyses,
-            logs=reader.text("PIPELINE_TOPIC_LOGS") or d_topics.logs,
-            dead_letters=reader.text("PIPELINE_TOPIC_DEAD_LETTERS") or d_topics.dead_letters,
+            sources={spec.kind: reader.text(spec.topic_setting) or spec.topic for spec in KINDS},
+            dead_letters=reader.text("PIPELINE_TOPIC_DEAD_LETTERS") or TopicsConfig.dead_letters,
         )
         d_worker = WorkerConfig()
         worker = WorkerConfig(

@@ -24,7 +24,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from pipeline.config import Config, DatabaseConfig, KafkaConfig, default_sql_dir
+from pipeline.config import Config, DatabaseConfig, KafkaConfig, TopicsConfig, default_sql_dir
 from pipeline.embedded import EmbeddedBroker, EmbeddedPostgres
 from pipeline.migrations.runner import MigrationRunner
 
@@ -49,6 +49,14 @@ class PgAdmin:
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def unique_topics() -> TopicsConfig:
+    """Topic names of this test's own: one per declared event kind, and dead letters."""
+    return TopicsConfig(
+        sources={kind: unique_name(kind.value) for kind in TopicsConfig().sources},
+        dead_letters=unique_name("dlq"),
+    )
 
 
 @pytest.fixture(scope="session")

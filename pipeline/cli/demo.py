@@ -153,7 +153,7 @@ def _run_stack(
 async def _prepare(config: Config, database: DatabaseConfig, kafka: KafkaConfig, n: int) -> None:
     t = _step("creating topics")
     topics = config.topics
-    names = [topics.api_calls, topics.analyses, topics.logs, topics.dead_letters]
+    names = [*topics.source_topics, topics.dead_letters]
     created = await ensure_topics(kafka, names, partitions=n)
     _done(t, f"{', '.join(created) or 'all existed'} ({n} partitions each)")
     conn = await db.connect(database, application_name="pipeline-demo")

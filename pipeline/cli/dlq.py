@@ -189,7 +189,7 @@ def _replay(args: argparse.Namespace, config: Config) -> int:
             kafka,
             dlq,
             filters=_filters(args),
-            allowed_topics={topics.api_calls, topics.analyses, topics.logs},
+            allowed_topics=set(topics.source_topics),
             limit=args.limit,
             idle_s=args.idle_timeout,
         )

@@ -18,13 +18,15 @@ from typing import Any
 from pipeline.cli._common import format_table
 from pipeline.cli._progress import Progress
 from pipeline.config import Config, KafkaConfig, TopicsConfig
-from pipeline.contract import EventKind
 from pipeline.kafka import ensure_topics
-from pipeline.producer import BrokerUnavailableError, ProduceReport, produce_workload, topic_for
+from pipeline.kinds import KINDS
+from pipeline.producer import BrokerUnavailableError, ProduceReport, produce_workload
 from pipeline.workload import WorkloadSpec
 
 Clock = Callable[[], int]
 """Epoch milliseconds; the default run start."""
+
+_TOPIC_SETTINGS = ", ".join(spec.topic_setting for spec in KINDS)
 
 
 def _now_ms() -> int:
@@ -84,7 +86,7 @@ def register(commands: Any, *, clock: Clock = _now_ms) -> None:
             "environment:\n"
             "  KAFKA_BOOTSTRAP_SERVERS    the cluster (required)\n"
             "  KAFKA_IDEMPOTENT_PRODUCER  false for brokers without idempotence (Tansu)\n"
-            "  PIPELINE_TOPIC_API_CALLS, PIPELINE_TOPIC_ANALYSES, PIPELINE_TOPIC_LOGS,\n"
+            f"  {_TOPIC_SETTINGS}\n"
             "  PIPELINE_TOPIC_DEAD_LETTERS  topic names\n"
             "\n"
             "examples:\n"
@@ -221,7 +223,7 @@ async def _produce(
     args: argparse.Namespace, kafka: KafkaConfig, topics: TopicsConfig, spec: WorkloadSpec
 ) -> ProduceReport:
     if args.create_topics:
-        names = [topics.api_calls, topics.analyses, topics.logs, topics.dead_letters]
+        names = [*topics.source_topics, topics.dead_letters]
         try:
             await ensure_topics(kafka, names, partitions=args.partitions)
         except Exception as exc:  # the admin client raises aiokafka's own errors
@@ -251,12 +253,12 @@ def _summary(report: ProduceReport, topics: TopicsConfig, totals: Path | None) -
     rows = [
         (
             kind.value,
-            topic_for(topics, kind),
+            topics.topic(kind),
             report.events.get(kind, 0),
             poison_by_kind.get(kind, 0),
             report.records.get(kind, 0),
         )
-        for kind in EventKind
+        for kind in topics.sources
     ]
     rows.append(
         (

@@ -44,8 +44,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from pipeline.config import KafkaConfig, TopicsConfig
-from pipeline.contract import Analysis, ApiCall, Event, EventKind, SystemLog, validate_event
+from pipeline.contract import Event, EventKind, validate_event
 from pipeline.kafka import producer_options
+from pipeline.kinds import KINDS
 from pipeline.producer.buffer import (
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_MAX_RECORD_EVENTS,
@@ -64,7 +65,8 @@ __all__ = ["EventProducer", "topic_for"]
 
 log = logging.getLogger(__name__)
 
-_EVENT_TYPES = (ApiCall, Analysis, SystemLog)
+# The event class of every declared kind (what ``send`` accepts).
+_EVENT_TYPES = tuple(spec.event for spec in KINDS)
 
 
 def wall_clock_ms() -> int:
@@ -74,11 +76,7 @@ def wall_clock_ms() -> int:
 
 def topic_for(topics: TopicsConfig, kind: EventKind) -> str:
     """The topic that carries events of ``kind``."""
-    if kind is EventKind.API_CALL:
-        return topics.api_calls
-    if kind is EventKind.ANALYSIS:
-        return topics.analyses
-    return topics.logs
+    return topics.topic(kind)
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:
@@ -116,7 +114,7 @@ class EventProducer:
         request_timeout_ms: int = 40_000,
     ) -> None:
         self._kafka = kafka
-        self._topics = {kind: topic_for(topics, kind) for kind in EventKind}
+        self._topics = dict(topics.sources)
         self._now_ms = now_ms
         self._request_timeout_ms = request_timeout_ms
         self._buffer = RecordBuffer(
@@ -228,9 +226,8 @@ class EventProducer:
 
     def _encode(self, event: Event) -> tuple[str, bytes]:
         if not isinstance(event, _EVENT_TYPES):
-            raise TypeError(
-                f"send() takes an ApiCall, Analysis or SystemLog, got {type(event).__name__}"
-            )
+            accepted = ", ".join(t.__name__ for t in _EVENT_TYPES)
+            raise TypeError(f"send() takes one of {accepted}, got {type(event).__name__}")
         wire = event.to_wire()
         validate_event(event.kind, wire, now_ms=self._now_ms())
         data = orjson.dumps(wire)

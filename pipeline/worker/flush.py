@@ -42,6 +42,7 @@ import orjson
 
 from pipeline.contract import EventKind, Reason
 from pipeline.errors import NoPartitionError, PipelineError
+from pipeline.kinds import spec_of
 from pipeline.metrics import Metrics
 from pipeline.worker.aggregate import HOUR_MS
 from pipeline.worker.batch import Batch, Record, Rejected
@@ -49,7 +50,6 @@ from pipeline.worker.deadletter import DeadLetterSink
 from pipeline.worker.partitions import PartitionGuard
 from pipeline.worker.retry import RetryPolicy, retry_until_done
 from pipeline.worker.transaction import Applied, apply_batch
-from pipeline.worker.writes import WRITERS
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,10 @@ class Flusher:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._writer = WRITERS[kind]
-        self._guard = PartitionGuard(self._writer.table)
+        self._writer = spec_of(kind).writer
+        # One guard per table the writer fills; the first decides what is beyond retention.
+        self._guards = [PartitionGuard(table) for table in self._writer.tables]
+        self._guard = self._guards[0]
         self._watermarks: dict[int, int] = {}  # never above the committed truth
         self.healthy = True
         self.last_success: float | None = None
@@ -165,7 +167,8 @@ class Flusher:
 
     def _on_retry(self, batch: Batch, error: PipelineError, attempt: int, delay: float) -> None:
         if isinstance(error, NoPartitionError):
-            self._guard.forget()
+            for guard in self._guards:
+                guard.forget()
         self.healthy = False
         self._metrics.database_available.set(0)
         self._metrics.flush_retries.labels(self.topic, type(error).__name__).inc()
@@ -181,11 +184,12 @@ class Flusher:
     async def _attempt(self, batch: Batch, published: set[tuple[int, int, int | None]]) -> Applied:
         hours = {e.occurred_at_ms - e.occurred_at_ms % HOUR_MS for e in batch.events()}
         async with self._pool.acquire() as conn:
+            created = self._metrics.partitions_created
             expired = await self._guard.prepare(
-                conn,
-                hours,
-                on_created=lambda t: self._metrics.partitions_created.labels(t).inc(),
+                conn, hours, on_created=lambda t: created.labels(t).inc()
             )
+            for guard in self._guards[1:]:  # their expired ranges are left out by the SQL
+                await guard.prepare(conn, hours, on_created=lambda t: created.labels(t).inc())
             if expired:
                 reject_expired(batch, self._guard.range_start, expired, self._writer.table)
             await self._publish(list(batch.rejected()), published)

@@ -18,14 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.errors import DatabaseError
-from pipeline.worker.writes import WRITERS
 
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
-
-# Which table holds each kind of event.
-TABLES = {kind: writer.table for kind, writer in WRITERS.items()}
 
 
 def range_start_ms(granularity: str, ms: int) -> int:

@@ -70,12 +70,8 @@ class WorkerRuntime:
 
     @property
     def topics(self) -> dict[EventKind, str]:
-        t = self.config.topics
-        return {
-            EventKind.API_CALL: t.api_calls,
-            EventKind.ANALYSIS: t.analyses,
-            EventKind.SYSTEM_LOG: t.logs,
-        }
+        """Each event kind's source topic, in the order of :data:`pipeline.kinds.KINDS`."""
+        return dict(self.config.topics.sources)
 
     @property
     def started(self) -> bool:
@@ -132,12 +128,7 @@ class WorkerRuntime:
         await self._until_ready("PostgreSQL", open_database)
         self.metrics.database_available.set(1)
         t = self.config.topics
-        settings = {
-            t.api_calls: "PIPELINE_TOPIC_API_CALLS",
-            t.analyses: "PIPELINE_TOPIC_ANALYSES",
-            t.logs: "PIPELINE_TOPIC_LOGS",
-            t.dead_letters: "PIPELINE_TOPIC_DEAD_LETTERS",
-        }
+        settings = t.settings()
         await self._until_ready("Kafka", lambda: check_topics(kafka, settings))
         publisher = DeadLetterPublisher(
             kafka, t.dead_letters, w.worker_id, max_bytes=w.dead_letter_max_bytes

@@ -26,7 +26,7 @@ from pipeline.kafka import client_options, ensure_topics
 from pipeline.launch import WorkerProcess
 from pipeline.verify import totals_from_database, wait_for_watermarks
 from pipeline.workload import ExpectedTotals, Item, pack
-from tests.conftest import unique_name
+from tests.conftest import unique_name, unique_topics
 
 PARTITIONS = 4
 
@@ -37,14 +37,7 @@ class Pipeline:
     kafka: KafkaConfig
     tmp: Path
     group: str = field(default_factory=lambda: unique_name("group"))
-    topics: TopicsConfig = field(
-        default_factory=lambda: TopicsConfig(
-            api_calls=unique_name("calls"),
-            analyses=unique_name("analyses"),
-            logs=unique_name("logs"),
-            dead_letters=unique_name("dlq"),
-        )
-    )
+    topics: TopicsConfig = field(default_factory=unique_topics)
     workers: list[WorkerProcess] = field(default_factory=list)
     acked: dict[tuple[str, int], int] = field(default_factory=dict)
 
@@ -66,15 +59,11 @@ class Pipeline:
         )
 
     def topic_of(self, kind: EventKind) -> str:
-        return {
-            EventKind.API_CALL: self.topics.api_calls,
-            EventKind.ANALYSIS: self.topics.analyses,
-            EventKind.SYSTEM_LOG: self.topics.logs,
-        }[kind]
+        return self.topics.topic(kind)
 
     async def create_topics(self) -> None:
         t = self.topics
-        names = [t.api_calls, t.analyses, t.logs, t.dead_letters]
+        names = [*t.source_topics, t.dead_letters]
         await ensure_topics(self.kafka, names, partitions=PARTITIONS)
 
     def start_worker(

@@ -19,10 +19,11 @@ import pytest
 
 from pipeline.config import DatabaseConfig
 from pipeline.contract import Analysis, ApiCall
+from pipeline.kinds.analysis import insert_analyses
+from pipeline.kinds.api_call import upsert_buckets
 from pipeline.maintenance import partitions
 from pipeline.maintenance.rollups import LOCK_KEY, refresh_rollups
 from pipeline.worker.aggregate import aggregate
-from pipeline.worker.writes import insert_analyses, upsert_buckets
 
 NOW = datetime(2026, 11, 22, 10, 30, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.config import KafkaConfig, TopicsConfig
-from pipeline.contract import Reason
+from pipeline.contract import EventKind, Reason
 from pipeline.deadletters import (
     Filters,
     TopicNotFoundError,
@@ -30,7 +30,7 @@ from pipeline.deadletters import (
 from pipeline.kafka import client_options, ensure_topics
 from pipeline.worker.batch import Record, Rejected
 from pipeline.worker.deadletter import DeadLetterPublisher, dead_letter_key
-from tests.conftest import REPO, unique_name
+from tests.conftest import REPO, unique_name, unique_topics
 
 IDLE_S = 1.0
 
@@ -41,19 +41,14 @@ LOG_INVALID = b'{"event_id": "00000000-0000-4000-8000-000000000003", "level": "l
 
 
 def _topics() -> TopicsConfig:
-    return TopicsConfig(
-        api_calls=unique_name("calls"),
-        analyses=unique_name("analyses"),
-        logs=unique_name("logs"),
-        dead_letters=unique_name("dlq"),
-    )
+    return unique_topics()
 
 
 async def _write_dead_letters(kafka: KafkaConfig, topics: TopicsConfig) -> dict[str, bytes]:
     """Publish four distinct dead letters (the api-call ones twice); return key -> value."""
     await ensure_topics(
         kafka,
-        [topics.api_calls, topics.analyses, topics.logs, topics.dead_letters],
+        [*topics.source_topics, topics.dead_letters],
         partitions=2,
     )
     calls = Record(1, 10, 0, [], is_array=True)
@@ -69,17 +64,23 @@ async def _write_dead_letters(kafka: KafkaConfig, topics: TopicsConfig) -> dict[
     await publisher.start()
     try:
         calls_items = [(calls, r) for r in calls.rejected]
-        await publisher.publish(topics.api_calls, calls_items)
-        await publisher.publish(topics.api_calls, calls_items)  # at-least-once: a duplicate
-        await publisher.publish(topics.analyses, [(analysis, analysis.rejected[0])])
-        await publisher.publish(topics.logs, [(log_record, log_record.rejected[0])])
+        await publisher.publish(topics.topic(EventKind.API_CALL), calls_items)
+        await publisher.publish(
+            topics.topic(EventKind.API_CALL), calls_items
+        )  # at-least-once: a duplicate
+        await publisher.publish(
+            topics.topic(EventKind.ANALYSIS), [(analysis, analysis.rejected[0])]
+        )
+        await publisher.publish(
+            topics.topic(EventKind.SYSTEM_LOG), [(log_record, log_record.rejected[0])]
+        )
     finally:
         await publisher.stop()
     keys = {}
     for topic, record in (
-        (topics.api_calls, calls),
-        (topics.analyses, analysis),
-        (topics.logs, log_record),
+        (topics.topic(EventKind.API_CALL), calls),
+        (topics.topic(EventKind.ANALYSIS), analysis),
+        (topics.topic(EventKind.SYSTEM_LOG), log_record),
     ):
         for rejected in record.rejected:
             keys[dead_letter_key(topic, record, rejected).decode()] = rejected.payload
@@ -115,9 +116,9 @@ def _cli(kafka: KafkaConfig, topics: TopicsConfig, *args: str) -> subprocess.Com
             "PYTHONPATH": str(REPO),
             "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
             "KAFKA_IDEMPOTENT_PRODUCER": "true" if kafka.idempotent_producer else "false",
-            "PIPELINE_TOPIC_API_CALLS": topics.api_calls,
-            "PIPELINE_TOPIC_ANALYSES": topics.analyses,
-            "PIPELINE_TOPIC_LOGS": topics.logs,
+            "PIPELINE_TOPIC_API_CALLS": topics.topic(EventKind.API_CALL),
+            "PIPELINE_TOPIC_ANALYSES": topics.topic(EventKind.ANALYSIS),
+            "PIPELINE_TOPIC_LOGS": topics.topic(EventKind.SYSTEM_LOG),
             "PIPELINE_TOPIC_DEAD_LETTERS": topics.dead_letters,
         }
     )
@@ -139,16 +140,16 @@ async def test_inspect_counts_distinct_dead_letters_by_reason_with_samples(
     assert summary.total == 4 and summary.replayed == 0
     assert dict(summary.by_reason) == {"invalid_value": 2, "missing_field": 1, "malformed_json": 1}
     assert dict(summary.by_source_topic) == {
-        topics.api_calls: 2,
-        topics.analyses: 1,
-        topics.logs: 1,
+        topics.topic(EventKind.API_CALL): 2,
+        topics.topic(EventKind.ANALYSIS): 1,
+        topics.topic(EventKind.SYSTEM_LOG): 1,
     }
     assert {r: len(s) for r, s in summary.samples.items()} == {
         "invalid_value": 1, "missing_field": 1, "malformed_json": 1,
     }  # fmt: skip
     (missing,) = summary.samples["missing_field"]
     assert (missing.source_topic, missing.source_partition, missing.source_offset) == (
-        topics.api_calls, 1, 10,
+        topics.topic(EventKind.API_CALL), 1, 10,
     )  # fmt: skip
     assert missing.event_index == 0 and missing.detail == "service: required"
     assert missing.value == CALL_MISSING and missing.key in keys
@@ -158,7 +159,7 @@ async def test_inspect_counts_distinct_dead_letters_by_reason_with_samples(
     filtered = await inspect_dead_letters(
         kafka,
         topics.dead_letters,
-        filters=Filters(source_topics={topics.api_calls}),
+        filters=Filters(source_topics={topics.topic(EventKind.API_CALL)}),
         idle_s=IDLE_S,
     )
     assert dict(filtered.by_reason) == {"invalid_value": 1, "missing_field": 1}
@@ -168,12 +169,12 @@ async def test_inspect_counts_distinct_dead_letters_by_reason_with_samples(
     report = json.loads(result.stdout)
     assert report["total"] == 2 and report["by_reason"] == {"invalid_value": 2}
     sources = {s["source_topic"] for s in report["samples"]["invalid_value"]}
-    assert sources == {topics.api_calls, topics.logs}
+    assert sources == {topics.topic(EventKind.API_CALL), topics.topic(EventKind.SYSTEM_LOG)}
 
     table = _cli(kafka, topics, "inspect")
     assert table.returncode == 0, table.stderr
     assert "4 dead letters" in table.stdout and "samples of invalid_value:" in table.stdout
-    assert f"{topics.api_calls}/1/10#0" in table.stdout
+    assert f"{topics.topic(EventKind.API_CALL)}/1/10#0" in table.stdout
 
 
 @pytest.mark.asyncio
@@ -182,7 +183,7 @@ async def test_replay_publishes_selected_dead_letters_once_even_when_run_twice(
 ) -> None:
     topics = _topics()
     await _write_dead_letters(kafka, topics)
-    sources = {topics.api_calls, topics.analyses, topics.logs}
+    sources = set(topics.source_topics)
 
     async def replay_invalid() -> tuple[int, int]:
         plan = await prepare_replay(
@@ -198,13 +199,13 @@ async def test_replay_publishes_selected_dead_letters_once_even_when_run_twice(
     assert await replay_invalid() == (2, 0)
     assert await replay_invalid() == (0, 2)  # the markers stop a second publication
 
-    calls = await _read_all(kafka, topics.api_calls)
-    logs = await _read_all(kafka, topics.logs)
+    calls = await _read_all(kafka, topics.topic(EventKind.API_CALL))
+    logs = await _read_all(kafka, topics.topic(EventKind.SYSTEM_LOG))
     assert [r.value for r in calls] == [CALL_INVALID]
     assert [r.value for r in logs] == [LOG_INVALID]
-    assert await _read_all(kafka, topics.analyses) == []
+    assert await _read_all(kafka, topics.topic(EventKind.ANALYSIS)) == []
     replayed_from = dict(calls[0].headers)["x-replayed-from"].decode()
-    assert replayed_from == f"{topics.api_calls}/1/10/2"
+    assert replayed_from == f"{topics.topic(EventKind.API_CALL)}/1/10/2"
 
     markers = await _read_all(kafka, markers_topic(topics.dead_letters))
     assert len(markers) == 2
@@ -214,14 +215,14 @@ async def test_replay_publishes_selected_dead_letters_once_even_when_run_twice(
     assert summary.replayed == 2 and dict(summary.replayed_by_reason) == {"invalid_value": 2}
 
     # The command: everything else is replayed once, then nothing is left.
-    first = _cli(kafka, topics, "replay", "--source-topic", topics.api_calls)
+    first = _cli(kafka, topics, "replay", "--source-topic", topics.topic(EventKind.API_CALL))
     assert first.returncode == 0, first.stderr
     assert "1 to replay, 1 already replayed" in first.stdout
-    again = _cli(kafka, topics, "replay", "--source-topic", topics.api_calls)
+    again = _cli(kafka, topics, "replay", "--source-topic", topics.topic(EventKind.API_CALL))
     assert "0 to replay, 2 already replayed" in again.stdout
-    assert sorted(r.value for r in await _read_all(kafka, topics.api_calls)) == sorted(
-        [CALL_INVALID, CALL_MISSING]
-    )
+    assert sorted(
+        r.value for r in await _read_all(kafka, topics.topic(EventKind.API_CALL))
+    ) == sorted([CALL_INVALID, CALL_MISSING])
 
 
 @pytest.mark.asyncio
@@ -233,13 +234,15 @@ async def test_replay_dry_run_and_limit(kafka: KafkaConfig) -> None:
     assert dry.returncode == 0, dry.stderr
     assert "4 to replay, 0 already replayed" in dry.stdout
     assert "dry run: nothing published" in dry.stdout
-    for topic in (topics.api_calls, topics.analyses, topics.logs):
+    for topic in topics.source_topics:
         assert await _read_all(kafka, topic) == []
 
     limited = _cli(kafka, topics, "replay", "--limit", "1", "--reason", "missing_field")
     assert limited.returncode == 0, limited.stderr
     assert "1 to replay" in limited.stdout and "replayed 1 dead letters" in limited.stdout
-    assert [r.value for r in await _read_all(kafka, topics.api_calls)] == [CALL_MISSING]
+    assert [r.value for r in await _read_all(kafka, topics.topic(EventKind.API_CALL))] == [
+        CALL_MISSING
+    ]
 
 
 @pytest.mark.asyncio
@@ -247,12 +250,12 @@ async def test_replay_refuses_topics_the_pipeline_does_not_read(kafka: KafkaConf
     topics = _topics()
     await _write_dead_letters(kafka, topics)
     other = TopicsConfig(
-        api_calls=unique_name("calls"),
-        analyses=topics.analyses,
-        logs=topics.logs,
+        sources={**topics.sources, EventKind.API_CALL: unique_name("calls")},
         dead_letters=topics.dead_letters,
     )
-    result = _cli(kafka, other, "replay", "--dry-run", "--source-topic", topics.api_calls)
+    result = _cli(
+        kafka, other, "replay", "--dry-run", "--source-topic", topics.topic(EventKind.API_CALL)
+    )
     assert result.returncode == 0, result.stderr
     assert "0 to replay" in result.stdout and "2 not replayable" in result.stdout
     assert "is not configured" in result.stdout

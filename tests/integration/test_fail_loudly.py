@@ -18,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from pipeline.config import DatabaseConfig
-from pipeline.contract import Reason
+from pipeline.contract import EventKind, Reason
 from pipeline.kafka import client_options
 from pipeline.launch import WorkerProcess
 from pipeline.workload import ExpectedTotals, WorkloadSpec, generate
@@ -120,7 +120,9 @@ async def test_a_record_larger_than_the_dead_letter_limit_does_not_block_its_par
     producer = AIOKafkaProducer(**client_options(stack.kafka), max_request_size=8 << 20)
     await producer.start()
     try:
-        sent = await (await producer.send(stack.topics.api_calls, garbage, partition=0))
+        sent = await (
+            await producer.send(stack.topics.topic(EventKind.API_CALL), garbage, partition=0)
+        )
     finally:
         await producer.stop()
     stack.acked[(sent.topic, sent.partition)] = sent.offset + 1
@@ -145,11 +147,12 @@ async def test_a_bug_in_a_flush_ends_the_worker_visibly(
     inject.mkdir()
     (inject / "sitecustomize.py").write_text(
         "import dataclasses\n"
-        "from pipeline.worker import writes\n"
+        "from pipeline import kinds\n"
         "async def broken(conn, rows):\n"
         "    raise ValueError('injected programming error')\n"
-        "for kind, writer in list(writes.WRITERS.items()):\n"
-        "    writes.WRITERS[kind] = dataclasses.replace(writer, write=broken)\n"
+        "for kind, spec in list(kinds._BY_KIND.items()):\n"
+        "    writer = dataclasses.replace(spec.writer, write=broken)\n"
+        "    kinds._BY_KIND[kind] = dataclasses.replace(spec, writer=writer)\n"
     )
     monkeypatch.setenv("PYTHONPATH", str(inject))
     worker = stack.start_worker()

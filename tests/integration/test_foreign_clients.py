@@ -192,7 +192,7 @@ async def test_an_undecodable_batch_stops_only_its_partition_until_skipped(
     expected = ExpectedTotals.of(items)
     half = len(items) // 2
     await stack.produce(items[:half], max_events=20)
-    calls = stack.topics.api_calls
+    calls = stack.topics.topic(EventKind.API_CALL)
     bad = await produce_corrupt_batch(stack.kafka, calls, 1)
     await stack.produce(items[half:], max_events=20)
     assert stack.acked[(calls, 1)] > bad + 5  # good records follow the bad batch

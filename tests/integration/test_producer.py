@@ -30,19 +30,14 @@ from pipeline.producer import (
     topic_for,
 )
 from pipeline.workload import ExpectedTotals, Shape, WorkloadSpec, generate
-from tests.conftest import unique_name
+from tests.conftest import unique_topics
 
 PARTITIONS = 3
 
 
 async def new_topics(kafka: KafkaConfig) -> TopicsConfig:
-    topics = TopicsConfig(
-        api_calls=unique_name("calls"),
-        analyses=unique_name("analyses"),
-        logs=unique_name("logs"),
-        dead_letters=unique_name("dlq"),
-    )
-    names = [topics.api_calls, topics.analyses, topics.logs, topics.dead_letters]
+    topics = unique_topics()
+    names = [*topics.source_topics, topics.dead_letters]
     await ensure_topics(kafka, names, partitions=PARTITIONS)
     return topics
 
@@ -121,7 +116,7 @@ async def test_n_events_sent_arrive_exactly_once(kafka: KafkaConfig) -> None:
         await producer.flush()
         assert producer.events_acked == 2500
         acked = dict(producer.acked_offsets)
-    names = [topics.api_calls, topics.analyses, topics.logs]
+    names = list(topics.source_topics)
     messages = await consume(kafka, names, until=sum(acked.values()))
     arrived = events_in(messages)
     assert Counter(e["event_id"] for e in arrived) == Counter(e.event_id for e in events)
@@ -144,7 +139,7 @@ async def test_records_on_the_wire_respect_both_limits(kafka: KafkaConfig) -> No
         sizes = {len(orjson.dumps(e.to_wire())) for e in events}
     assert max(sizes) * 7 > 1500  # so the byte limit bites before the event limit
     records = sum(producer.acked_offsets.values())  # fresh topics: offsets start at 0
-    messages = await consume(kafka, [topics.api_calls], until=records)
+    messages = await consume(kafka, [topics.topic(EventKind.API_CALL)], until=records)
     assert len(messages) == records
     for m in messages:
         value = orjson.loads(m.value)
@@ -169,9 +164,7 @@ async def test_an_invalid_event_raises_and_nothing_is_sent(kafka: KafkaConfig) -
             service="marker", endpoint="/m", method="GET", success=True, response_time_ms=1
         )
         await producer.send(marker)
-    messages = await consume(
-        kafka, [topics.api_calls, topics.analyses, topics.logs], until_value=b'"marker"'
-    )
+    messages = await consume(kafka, list(topics.source_topics), until_value=b'"marker"')
     assert [e["event_id"] for e in events_in(messages)] == [marker.event_id]
 
 
@@ -185,7 +178,7 @@ async def test_closing_flushes_what_is_buffered(kafka: KafkaConfig) -> None:
         assert producer.buffered_events == 30
     assert producer.events_acked == 30
     records = sum(producer.acked_offsets.values())
-    messages = await consume(kafka, [topics.api_calls, topics.analyses, topics.logs], until=records)
+    messages = await consume(kafka, list(topics.source_topics), until=records)
     assert sorted(e["event_id"] for e in events_in(messages)) == sorted(e.event_id for e in events)
 
 
@@ -213,7 +206,7 @@ async def test_close_delivers_what_was_sent_and_refuses_sends_still_waiting(
         await task
     assert 0 < len(sent) < len(events)
     records = sum(producer.acked_offsets.values())
-    messages = await consume(kafka, [topics.api_calls], until=records)
+    messages = await consume(kafka, [topics.topic(EventKind.API_CALL)], until=records)
     assert sorted(e["event_id"] for e in events_in(messages)) == sorted(sent)
 
 
@@ -256,9 +249,7 @@ async def test_produce_workload_delivers_every_item_as_generated(
     assert seen[-1] == (len(items), len(items))
     assert report.totals.to_json() == ExpectedTotals.of(items).to_json()
 
-    messages = await consume(
-        kafka, [topics.api_calls, topics.analyses, topics.logs], until=report.record_count
-    )
+    messages = await consume(kafka, list(topics.source_topics), until=report.record_count)
     assert len(messages) == report.record_count
     read: dict[tuple[str, int], int] = {}
     for m in messages:

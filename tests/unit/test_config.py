@@ -7,13 +7,17 @@ import dataclasses
 import pytest
 
 from pipeline.config import Config, DatabaseConfig, KafkaConfig, WorkerConfig, redact_url
+from pipeline.contract import EventKind
 from pipeline.errors import ConfigError
 
 
 def test_defaults_without_any_variable() -> None:
     config = Config.from_env({})
     assert config.database is None and config.kafka is None
-    assert config.topics.api_calls == "api-calls" and config.topics.dead_letters == "ingest-dlq"
+    assert (
+        config.topics.topic(EventKind.API_CALL) == "api-calls"
+        and config.topics.dead_letters == "ingest-dlq"
+    )
     assert config.worker.flush_interval_ms == 200
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         config.require_database()
@@ -35,7 +39,7 @@ def test_values_from_the_environment() -> None:
     assert config.require_database().pool_max_size == 8
     assert config.require_kafka().bootstrap_servers == ("k1:9092", "k2:9092")
     assert config.worker.group_id == "billing" and config.worker.flush_interval_ms == 250
-    assert config.topics.api_calls == "calls"
+    assert config.topics.topic(EventKind.API_CALL) == "calls"
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.worker.group_id = "other"  # type: ignore[misc]
 

@@ -11,7 +11,7 @@ import dataclasses
 import pytest
 
 from pipeline.config import KafkaConfig, TopicsConfig
-from pipeline.contract import Analysis, ApiCall, ContractError, Reason, SystemLog
+from pipeline.contract import Analysis, ApiCall, ContractError, EventKind, Reason, SystemLog
 from pipeline.errors import PipelineError
 from pipeline.producer import (
     BrokerUnavailableError,
@@ -26,7 +26,14 @@ from pipeline.producer.errors import delivery_error
 
 NOW_MS = 1_790_000_000_000
 KAFKA = KafkaConfig(bootstrap_servers=("127.0.0.1:9",), idempotent_producer=False)
-TOPICS = TopicsConfig(api_calls="calls", analyses="analyses", logs="logs", dead_letters="dlq")
+TOPICS = TopicsConfig(
+    sources={
+        EventKind.API_CALL: "calls",
+        EventKind.ANALYSIS: "analyses",
+        EventKind.SYSTEM_LOG: "logs",
+    },
+    dead_letters="dlq",
+)
 
 
 def producer(**options: object) -> EventProducer:

@@ -1,0 +1,82 @@
+"""AI analyses: one row per state change in ``ai_analysis``, and the current state of each
+analysis in ``analysis_lifecycle``.
+
+Both statements read the same staged rows inside the flush transaction. The lifecycle
+upsert merges each analysis's changes into its ``modification_history`` with the SQL
+function ``analysis_history_merge`` (a set union by ``event_id``, sorted), and a trigger
+derives the current status, ``created_by`` and ``modified_by`` from the merged history, so
+the row is the same whatever order and however often the changes arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from pipeline.contract import Analysis, Event, EventKind
+from pipeline.kinds.spec import KindSpec
+from pipeline.worker.writes import EPOCH_MS, Staged, Writer
+
+__all__ = ["ANALYSES", "SPEC", "analysis_rows", "insert_analyses"]
+
+ANALYSES = Staged(
+    "pipeline_stage_ai_analysis",
+    (
+        ("ms", "bigint"), ("event_id", "uuid"), ("user_id", "text"), ("org_id", "text"),
+        ("entry_id", "text"), ("status", "text"), ("model_type", "text"),
+        ("model_version", "text"), ("analysis_version", "text"), ("request_tokens", "int"),
+        ("response_tokens", "int"), ("tokens_used", "bigint"), ("cost_e8", "bigint"),
+        ("processing_ms", "float8"), ("queue_ms", "float8"), ("total_ms", "float8"),
+        ("caching", "bool"), ("batch", "bool"), ("region", "text"), ("attempts", "int"),
+        ("fallback", "bool"), ("error_type", "text"), ("metadata", "jsonb"),
+    ),
+    f"""
+INSERT INTO ai_analysis (
+    created_at, event_id, user_id, organization_id, entry_id, status, model_type,
+    model_version, analysis_version, request_tokens, response_tokens, tokens_used, api_cost,
+    processing_time_ms, queue_wait_time_ms, total_processing_time_ms, caching_used,
+    batch_processed, region_processed, processing_attempts, fallback_used, error_type,
+    metadata)
+SELECT {EPOCH_MS.format("t.ms")}, t.event_id, t.user_id, t.org_id, t.entry_id, t.status,
+       t.model_type, t.model_version, t.analysis_version, t.request_tokens,
+       t.response_tokens, t.tokens_used, t.cost_e8 * 0.00000001, t.processing_ms,
+       t.queue_ms, t.total_ms, t.caching, t.batch, t.region, t.attempts, t.fallback,
+       t.error_type, t.metadata
+FROM {{stage}} AS t
+ON CONFLICT (created_at, event_id) DO NOTHING
+""",
+)  # fmt: skip
+
+
+def analysis_rows(events: Sequence[Analysis]) -> list[tuple[Any, ...]]:
+    """The staged rows of :data:`ANALYSES`."""
+    return [
+        (
+            e.occurred_at_ms, e.event_id, e.user_id, e.organization_id, e.entry_id,
+            str(e.status), e.model_type, e.model_version, e.analysis_version,
+            e.request_tokens, e.response_tokens, e.tokens_used, e.api_cost_e8,
+            e.processing_time_ms, e.queue_wait_time_ms, e.total_processing_time_ms,
+            e.caching_used, e.batch_processed, e.region_processed, e.processing_attempts,
+            e.fallback_used, e.error_type, e.metadata_json,
+        )
+        for e in events
+    ]  # fmt: skip
+
+
+async def insert_analyses(conn: Any, events: Sequence[Analysis]) -> int:
+    """Insert analysis rows; return how many were new (duplicates are ignored)."""
+    return await ANALYSES.write(conn, analysis_rows(events))
+
+
+def _prepare(events: Sequence[Event]) -> list[tuple[Any, ...]]:
+    return analysis_rows([e for e in events if isinstance(e, Analysis)])
+
+
+SPEC: Final = KindSpec(
+    kind=EventKind.ANALYSIS,
+    event=Analysis,
+    topic="analysis-events",
+    topic_setting="PIPELINE_TOPIC_ANALYSES",
+    writer=Writer("ai_analysis", _prepare, ANALYSES.write),
+    label="analyses",
+)

@@ -1,0 +1,35 @@
+"""The shape of an event kind's declaration (see :mod:`pipeline.kinds`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.contract import Event, EventKind
+from pipeline.worker.writes import Writer
+
+__all__ = ["KindSpec"]
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """One event kind's declaration.
+
+    - ``kind`` / ``event``: the contract (``decode_record(kind, ...)`` yields ``event``).
+    - ``topic``: the default topic name; ``topic_setting`` the environment variable that
+      overrides it (read only by :meth:`pipeline.config.Config.from_env`).
+    - ``writer``: the tables and the SQL that store a batch of these events; its
+      ``tables`` are all time-partitioned and each needs a ``partition_policies`` row.
+    - ``label``: a plural noun for people ("API calls"), used in CLI output.
+    """
+
+    kind: EventKind
+    event: type[Event]
+    topic: str
+    topic_setting: str
+    writer: Writer
+    label: str
+
+    @property
+    def table(self) -> str:
+        """The table whose retention decides whether an event is still accepted."""
+        return self.writer.table
