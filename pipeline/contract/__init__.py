@@ -2,8 +2,10 @@
 
 Public surface (see ``docs/events.md`` for the contract itself):
 
-- :class:`EventKind`, :class:`ApiCall`, :class:`Analysis`, :class:`SystemLog`, ``Event``:
-  typed events (validated output of the worker, and constructors for Python producers).
+- :class:`EventKind`, :class:`ApiCall`, :class:`Analysis`, :class:`SystemLog`,
+  :class:`PerformanceMetric`, :class:`AuditEvent`, ``Event``: typed events (validated output
+  of the worker, and constructors for Python producers); :class:`AnalysisStatus`,
+  :class:`LogLevel` and :class:`AuditActorType` are their enums.
 - :func:`decode_record`: the worker's hot path, record bytes -> valid events + rejects.
 - :func:`validate_event`: validate one decoded object, raising :class:`ContractError`.
 - :class:`Reason` and ``REASON_DESCRIPTIONS``: the stable dead-letter reason codes.
@@ -16,9 +18,12 @@ from pipeline.contract.events import (
     Analysis,
     AnalysisStatus,
     ApiCall,
+    AuditActorType,
+    AuditEvent,
     Event,
     EventKind,
     LogLevel,
+    PerformanceMetric,
     SystemLog,
 )
 from pipeline.contract.reasons import REASON_DESCRIPTIONS, VALIDATOR_REASONS, Reason
@@ -31,11 +36,14 @@ __all__ = [
     "Analysis",
     "AnalysisStatus",
     "ApiCall",
+    "AuditActorType",
+    "AuditEvent",
     "ContractError",
     "Event",
     "EventKind",
     "Invalid",
     "LogLevel",
+    "PerformanceMetric",
     "Reason",
     "SystemLog",
     "decode_record",

@@ -26,6 +26,9 @@ MAX_FUTURE_MS: Final = 300_000
 MAX_DURATION_MS: Final = 86_400_000
 MAX_METADATA_BYTES: Final = 16_384
 MAX_MESSAGE_BYTES: Final = 8_192
+MAX_TAGS: Final = 16
+MAX_TAG_KEY_CHARS: Final = 64
+MAX_TAG_VALUE_CHARS: Final = 256
 E8: Final = 100_000_000
 
 # The same expressions as the "pattern"s of the JSON Schemas (there anchored with ^...$),
@@ -240,6 +243,23 @@ def opt_number(name: str, value: object, high: int) -> float | None:
     return None if value is None else _number(name, value, high)
 
 
+def measurement(name: str, value: object, bound: float) -> float:
+    """A required number (integer or fraction, not boolean, any sign) with ``|value| <=
+    bound``, as a float. Not finite or out of range is ``invalid_number``."""
+    if value is None:
+        _missing(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _wrong(name, "a number", value)
+    if isinstance(value, float) and not math.isfinite(value):
+        fail(Reason.INVALID_NUMBER, f"{name}: must be a finite number, got {value!r}")
+    if not -bound <= value <= bound:
+        fail(
+            Reason.INVALID_NUMBER,
+            f"{name}: must be between -{bound:g} and {bound:g}, got {show(value)}",
+        )
+    return float(value)
+
+
 def usd_e8(name: str, value: object, high: int) -> int:
     """A USD amount in ``0..high`` (absent or null: 0) as integer 1e-8 units, rounded to
     the nearest unit (an integer amount is converted exactly)."""
@@ -313,4 +333,33 @@ def metadata(name: str, value: object) -> str | None:
             Reason.TOO_LARGE,
             f"{name}: at most {MAX_METADATA_BYTES} bytes as JSON, got {len(encoded)}",
         )
+    return encoded.decode()
+
+
+def tags(name: str, value: object) -> str:
+    """An optional object of at most 16 string -> string pairs (key 1..64 characters, value
+    0..256), returned as canonical compact JSON: keys sorted, so equal tag sets give equal
+    text. Absent or null gives ``"{}"``."""
+    if value is None:
+        return "{}"
+    if not isinstance(value, Mapping):
+        _wrong(name, "an object of strings", value)
+    if len(value) > MAX_TAGS:
+        fail(Reason.INVALID_VALUE, f"{name}: at most {MAX_TAGS} tags, got {len(value)}")
+    canonical: dict[str, str] = {}
+    for key, text in value.items():
+        if not isinstance(key, str):
+            _wrong(f"{name} key", "a string", key)
+        if not key:
+            fail(Reason.INVALID_VALUE, f"{name}: a key must not be empty")
+        if len(key) > MAX_TAG_KEY_CHARS:
+            fail(
+                Reason.STRING_TOO_LONG,
+                f"{name}: a key is at most {MAX_TAG_KEY_CHARS} characters, got {len(key)}",
+            )
+        canonical[str.__str__(key)] = _text(f"{name}.{key}", text, MAX_TAG_VALUE_CHARS)
+    try:
+        encoded = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        fail(Reason.INVALID_VALUE, f"{name}: not encodable as UTF-8 (lone surrogate)")
     return encoded.decode()

@@ -1,4 +1,4 @@
-"""The three event kinds as typed, immutable Python objects.
+"""The event kinds as typed, immutable Python objects.
 
 Each class is both what :func:`pipeline.contract.validate.decode_record` returns for a valid
 event and what a Python service builds to produce one:
@@ -14,8 +14,9 @@ event and what a Python service builds to produce one:
 
 Units are in the names: ``_ms`` milliseconds, ``_e8`` integer multiples of 1e-8 USD (money is
 carried as integers so that sums are exact; the ``*_usd`` properties give a ``Decimal``).
-``metadata_json`` is the compact JSON text of the ``metadata`` object, ready for a ``jsonb``
-column.
+Every ``*_json`` field holds the compact JSON text of the wire field without the suffix
+(``metadata_json`` of ``metadata``, ``tags_json`` of ``tags``, ``before_json`` of ``before``),
+ready for a ``jsonb`` column.
 """
 
 from __future__ import annotations
@@ -34,9 +35,12 @@ __all__ = [
     "Analysis",
     "AnalysisStatus",
     "ApiCall",
+    "AuditActorType",
+    "AuditEvent",
     "Event",
     "EventKind",
     "LogLevel",
+    "PerformanceMetric",
     "SystemLog",
 ]
 
@@ -50,6 +54,8 @@ class EventKind(StrEnum):
     API_CALL = "api_call"
     ANALYSIS = "analysis"
     SYSTEM_LOG = "system_log"
+    PERFORMANCE_METRIC = "performance_metric"
+    AUDIT = "audit"
 
 
 class AnalysisStatus(StrEnum):
@@ -71,6 +77,14 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
+class AuditActorType(StrEnum):
+    """Allowed values of ``audit.actor_type``."""
+
+    USER = "user"
+    SERVICE = "service"
+    SYSTEM = "system"
+
+
 def _usd(e8: int) -> Decimal:
     return Decimal(e8).scaleb(-8)
 
@@ -90,10 +104,11 @@ def _metadata(metadata_json: str | None) -> dict[str, Any] | None:
     return value
 
 
-def _to_wire(event: ApiCall | Analysis | SystemLog) -> dict[str, object]:
+def _to_wire(event: Event) -> dict[str, object]:
     """``"type"`` then every field under its wire name: ``occurred_at_ms`` as ``occurred_at``,
-    ``*_e8`` as ``*_usd`` (a float with 8 decimals), ``metadata_json`` as the ``metadata``
-    object, enum members as their string values."""
+    ``*_e8`` as ``*_usd`` (a float with 8 decimals), ``*_json`` as the object it holds
+    (``metadata_json`` as ``metadata``, ``tags_json`` as ``tags``), enum members as their
+    string values."""
     wire: dict[str, object] = {"type": event.kind.value}
     for f in fields(event):
         value = getattr(event, f.name)
@@ -101,8 +116,8 @@ def _to_wire(event: ApiCall | Analysis | SystemLog) -> dict[str, object]:
             wire["occurred_at"] = value
         elif f.name.endswith("_e8"):
             wire[f.name.removesuffix("_e8") + "_usd"] = _wire_usd(value)
-        elif f.name == "metadata_json":
-            wire["metadata"] = _metadata(value)
+        elif f.name.endswith("_json"):
+            wire[f.name.removesuffix("_json")] = _metadata(value)
         else:
             wire[f.name] = value.value if isinstance(value, StrEnum) else value
     return wire
@@ -213,7 +228,8 @@ class ApiCall:
 
 @dataclass(frozen=True, slots=True)
 class Analysis:
-    """One AI analysis state change (topic ``analysis-events``); stored once per event_id."""
+    """One AI analysis state change (topic ``analysis-events``); stored once per event_id and
+    folded into the current state of its ``analysis_id`` (the event_id when not sent)."""
 
     kind: ClassVar[EventKind] = EventKind.ANALYSIS
 
@@ -240,6 +256,8 @@ class Analysis:
     processing_attempts: int = 1
     error_type: str | None = None
     metadata_json: str | None = None
+    analysis_id: str | None = None
+    actor: str | None = None
 
     @property
     def api_cost_usd(self) -> Decimal:
@@ -285,13 +303,16 @@ class Analysis:
         processing_attempts: int = 1,
         error_type: str | None = None,
         metadata: Mapping[str, object] | None = None,
+        analysis_id: str | None = None,
+        actor: str | None = None,
         event_id: str | uuid.UUID | None = None,
         occurred_at: datetime | int | None = None,
         now: datetime | None = None,
     ) -> Analysis:
         """A validated event with the contract's defaults (``tokens_used`` = request +
         response tokens, ``total_processing_time_ms`` = processing + queue wait when both are
-        given). Raises :class:`~pipeline.contract.validate.ContractError`."""
+        given, ``analysis_id`` = ``event_id``). Pass the same ``analysis_id`` to every state
+        change of one analysis. Raises :class:`~pipeline.contract.validate.ContractError`."""
         wire, now_ms = _wire_common(cls.kind, event_id, occurred_at, now)
         wire.update(
             model_type=model_type,
@@ -315,6 +336,8 @@ class Analysis:
             processing_attempts=processing_attempts,
             error_type=error_type,
             metadata=None if metadata is None else dict(metadata),
+            analysis_id=analysis_id,
+            actor=actor,
         )
         event = _checked(cls.kind, wire, now_ms)
         assert isinstance(event, cls)
@@ -379,5 +402,149 @@ class SystemLog:
         return event
 
 
-Event: TypeAlias = ApiCall | Analysis | SystemLog
+@dataclass(frozen=True, slots=True)
+class PerformanceMetric:
+    """One measurement of a named series, aggregated per hour and series; the raw samples are
+    also kept for a few days, once per event_id.
+
+    A series is (``name``, ``service``, ``instance``, ``unit``, ``tags``). ``tags_json`` is
+    the compact JSON of the ``tags`` object with its keys sorted, so equal tag sets have equal
+    text. ``unit`` has no default here only because the required ``service`` follows it; the
+    validator and :meth:`new` give ``""`` for a missing unit.
+    """
+
+    kind: ClassVar[EventKind] = EventKind.PERFORMANCE_METRIC
+
+    event_id: str
+    occurred_at_ms: int
+    name: str
+    value: float
+    unit: str
+    service: str
+    instance: str = ""
+    tags_json: str = "{}"
+
+    @property
+    def occurred_at(self) -> datetime:
+        """``occurred_at_ms`` as an aware UTC datetime."""
+        return _dt(self.occurred_at_ms)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """``tags_json`` parsed (a new dict on every access)."""
+        value: dict[str, str] = orjson.loads(self.tags_json)
+        return value
+
+    def to_wire(self) -> dict[str, object]:
+        """The contract's JSON object for this event (see the module docstring)."""
+        return _to_wire(self)
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        name: str,
+        value: float,
+        service: str,
+        unit: str | None = None,
+        instance: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        event_id: str | uuid.UUID | None = None,
+        occurred_at: datetime | int | None = None,
+        now: datetime | None = None,
+    ) -> PerformanceMetric:
+        """A validated event (``unit`` and ``instance`` default to ``""``, ``tags`` to no
+        tags); raises :class:`~pipeline.contract.validate.ContractError`."""
+        wire, now_ms = _wire_common(cls.kind, event_id, occurred_at, now)
+        wire.update(
+            name=name,
+            value=value,
+            unit=unit,
+            service=service,
+            instance=instance,
+            tags=None if tags is None else dict(tags),
+        )
+        event = _checked(cls.kind, wire, now_ms)
+        assert isinstance(event, cls)
+        return event
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """Who did what to which entity; appended to the audit trail once per event_id and never
+    changed.
+
+    ``before_json`` / ``after_json`` are the compact JSON of the ``before`` / ``after``
+    objects (the entity's state around the action), None when not sent.
+    """
+
+    kind: ClassVar[EventKind] = EventKind.AUDIT
+
+    event_id: str
+    occurred_at_ms: int
+    actor: str
+    actor_type: AuditActorType
+    action: str
+    entity_type: str
+    entity_id: str
+    organization_id: str | None = None
+    request_id: str | None = None
+    before_json: str | None = None
+    after_json: str | None = None
+
+    @property
+    def occurred_at(self) -> datetime:
+        """``occurred_at_ms`` as an aware UTC datetime."""
+        return _dt(self.occurred_at_ms)
+
+    @property
+    def before(self) -> dict[str, Any] | None:
+        """``before_json`` parsed (a new dict on every access)."""
+        return _metadata(self.before_json)
+
+    @property
+    def after(self) -> dict[str, Any] | None:
+        """``after_json`` parsed (a new dict on every access)."""
+        return _metadata(self.after_json)
+
+    def to_wire(self) -> dict[str, object]:
+        """The contract's JSON object for this event (see the module docstring)."""
+        return _to_wire(self)
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        actor: str,
+        actor_type: AuditActorType | str,
+        action: str,
+        entity_type: str,
+        entity_id: str,
+        organization_id: str | None = None,
+        request_id: str | None = None,
+        before: Mapping[str, object] | None = None,
+        after: Mapping[str, object] | None = None,
+        event_id: str | uuid.UUID | None = None,
+        occurred_at: datetime | int | None = None,
+        now: datetime | None = None,
+    ) -> AuditEvent:
+        """A validated event; raises :class:`~pipeline.contract.validate.ContractError`."""
+        wire, now_ms = _wire_common(cls.kind, event_id, occurred_at, now)
+        wire.update(
+            actor=actor,
+            actor_type=actor_type,
+            action=action,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            organization_id=organization_id,
+            request_id=request_id,
+            before=None if before is None else dict(before),
+            after=None if after is None else dict(after),
+        )
+        event = _checked(cls.kind, wire, now_ms)
+        assert isinstance(event, cls)
+        return event
+
+
+Event: TypeAlias = ApiCall | Analysis | SystemLog | PerformanceMetric | AuditEvent
 """Any validated event."""

@@ -40,13 +40,19 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.STRING_TOO_LONG: (
         "A string is longer than its field allows (characters; for message, UTF-8 bytes)."
     ),
-    Reason.INVALID_NUMBER: "A number is negative where only >= 0 is allowed, or not finite.",
+    Reason.INVALID_NUMBER: (
+        "A number is negative where only >= 0 is allowed, not finite, or (a metric's value) "
+        "beyond +/-1e15."
+    ),
     Reason.INVALID_VALUE: (
         "A value has the right type but is not allowed: enum mismatch, bad UUID or timestamp, "
         "empty required string, number out of its range."
     ),
     Reason.FUTURE_TIMESTAMP: "occurred_at is more than 5 minutes ahead of the worker's clock.",
-    Reason.TOO_LARGE: "metadata serialises to more than 16 KiB (16384 bytes of JSON).",
+    Reason.TOO_LARGE: (
+        "metadata (or an audit event's before/after) serialises to more than 16 KiB "
+        "(16384 bytes of JSON)."
+    ),
     Reason.BEYOND_RETENTION: "The event is older than its table's retention (worker-assigned).",
     Reason.REJECTED_BY_DATABASE: "PostgreSQL refused the row (worker-assigned).",
 }

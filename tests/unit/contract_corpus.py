@@ -1,4 +1,4 @@
-"""Sample Kafka record values for the wire contract, valid and invalid, for all three kinds.
+"""Sample Kafka record values for the wire contract, valid and invalid, for every kind.
 
 Each :class:`Sample` is a whole record value (bytes) with the outcome the validator must
 produce at ``NOW_MS``: ``reason`` None means every event in it is valid, otherwise the reason
@@ -24,6 +24,8 @@ NOW_ISO = "2026-09-21T14:13:20Z"
 API = EventKind.API_CALL
 ANALYSIS = EventKind.ANALYSIS
 LOG = EventKind.SYSTEM_LOG
+METRIC = EventKind.PERFORMANCE_METRIC
+AUDIT = EventKind.AUDIT
 
 # Names of the validator-only rules (docs/events.md, "Validator-only rules").
 FUTURE = "occurred_at at most 5 minutes ahead"
@@ -34,6 +36,8 @@ METADATA_SIZE = "metadata at most 16 KiB"
 MESSAGE_BYTES = "message at most 8192 UTF-8 bytes"
 TOKENS_USED = "tokens_used default"
 TOTAL_TIME = "total_processing_time_ms default"
+ANALYSIS_ID = "analysis_id default"
+BEFORE_AFTER_SIZE = "before and after at most 16 KiB"
 
 EVENT_ID = "0b6f3c1e-8a2d-4c5b-9e7f-1a2b3c4d5e6f"
 
@@ -59,6 +63,22 @@ BASE: dict[EventKind, dict[str, object]] = {
         "level": "info",
         "service": "ingest-worker",
         "message": "partition 3 assigned",
+    },
+    METRIC: {
+        "event_id": EVENT_ID,
+        "occurred_at": 1_789_999_200_000,
+        "name": "queue.depth",
+        "value": 42.5,
+        "service": "ingest-worker",
+    },
+    AUDIT: {
+        "event_id": EVENT_ID,
+        "occurred_at": "2026-09-21T14:00:00Z",
+        "actor": "user-1",
+        "actor_type": "user",
+        "action": "analysis.deleted",
+        "entity_type": "analysis",
+        "entity_id": "an-42",
     },
 }
 
@@ -113,6 +133,7 @@ def raw(name: str, kind: EventKind, value: bytes, reason: Reason) -> Sample:
 R = Reason
 METADATA_FITS = {"k": "x" * (16_384 - len('{"k":""}'))}  # exactly 16384 bytes as JSON
 METADATA_OVER = {"k": "x" * (16_385 - len('{"k":""}'))}
+MAX_TAGS = {f"k{i:02}" + "t" * 61: "v" * 256 for i in range(16)}  # 16 tags, 64/256 chars
 
 CORPUS: list[Sample] = [
     # --- records as a whole ------------------------------------------------------------
@@ -488,6 +509,302 @@ CORPUS: list[Sample] = [
     ),
 ]
 
+CORPUS += [
+    # --- analysis: analysis_id and actor -------------------------------------------------
+    ok(
+        "analysis with analysis_id and actor",
+        ANALYSIS,
+        event(ANALYSIS, analysis_id="an-42", actor="user-1"),
+        analysis_id="an-42",
+        actor="user-1",
+    ),
+    ok(
+        "analysis analysis_id default",
+        ANALYSIS,
+        event(ANALYSIS, event_id=EVENT_ID.upper()),
+        only=ANALYSIS_ID,
+        analysis_id=EVENT_ID,
+        actor=None,
+    ),
+    ok(
+        "analysis analysis_id null",
+        ANALYSIS,
+        event(ANALYSIS, analysis_id=None, actor=None),
+        analysis_id=EVENT_ID,
+        actor=None,
+    ),
+    ok(
+        "analysis analysis_id and actor upper bounds",
+        ANALYSIS,
+        event(ANALYSIS, analysis_id="a" * 128, actor="u" * 256),
+        analysis_id="a" * 128,
+    ),
+    ok("analysis actor empty", ANALYSIS, event(ANALYSIS, actor=""), actor=""),
+    bad("analysis analysis_id empty", ANALYSIS, event(ANALYSIS, analysis_id=""), R.INVALID_VALUE),
+    bad(
+        "analysis analysis_id too long",
+        ANALYSIS,
+        event(ANALYSIS, analysis_id="a" * 129),
+        R.STRING_TOO_LONG,
+    ),
+    bad("analysis analysis_id number", ANALYSIS, event(ANALYSIS, analysis_id=42), R.WRONG_TYPE),
+    bad("analysis actor too long", ANALYSIS, event(ANALYSIS, actor="u" * 257), R.STRING_TOO_LONG),
+    bad("analysis actor object", ANALYSIS, event(ANALYSIS, actor={"id": 1}), R.WRONG_TYPE),
+    # --- performance_metric: valid -------------------------------------------------------
+    ok(
+        "metric minimal",
+        METRIC,
+        event(METRIC),
+        value=42.5,
+        unit="",
+        instance="",
+        tags_json="{}",
+        occurred_at_ms=1_789_999_200_000,
+    ),
+    ok(
+        "metric full",
+        METRIC,
+        event(
+            METRIC,
+            type="performance_metric",
+            unit="ms",
+            instance="worker-7",
+            tags={"region": "eu-west-1", "partition": "3"},
+        ),
+        unit="ms",
+        instance="worker-7",
+        tags_json='{"partition":"3","region":"eu-west-1"}',
+    ),
+    ok(
+        "metric tags sorted canonically",
+        METRIC,
+        event(METRIC, tags={"z": "1", "a": "2", "M": "3", "é": "4"}),
+        tags_json='{"M":"3","a":"2","z":"1","é":"4"}',
+    ),
+    ok(
+        "metric explicit nulls",
+        METRIC,
+        event(METRIC, type=None, unit=None, instance=None, tags=None),
+        unit="",
+        instance="",
+        tags_json="{}",
+    ),
+    ok("metric empty tags", METRIC, event(METRIC, tags={}), tags_json="{}"),
+    ok("metric empty tag value", METRIC, event(METRIC, tags={"k": ""}), tags_json='{"k":""}'),
+    ok("metric integer value", METRIC, event(METRIC, value=7), value=7.0),
+    ok("metric zero", METRIC, event(METRIC, value=0), value=0.0),
+    ok("metric negative value", METRIC, event(METRIC, value=-12.25), value=-12.25),
+    ok("metric value 1e15", METRIC, event(METRIC, value=1e15), value=1e15),
+    ok("metric value -1e15", METRIC, event(METRIC, value=-1e15), value=-1e15),
+    ok(
+        "metric integer value 10**15",
+        METRIC,
+        event(METRIC, value=1_000_000_000_000_000),
+        value=1e15,
+    ),
+    ok(
+        "metric upper bounds",
+        METRIC,
+        event(
+            METRIC,
+            name="n" * 128,
+            service="s" * 64,
+            unit="u" * 32,
+            instance="i" * 128,
+            tags=MAX_TAGS,
+        ),
+    ),
+    # --- performance_metric: invalid -----------------------------------------------------
+    bad("metric type mismatch", METRIC, event(METRIC, type="audit"), R.UNKNOWN_EVENT_TYPE),
+    bad("metric event_id not a uuid", METRIC, event(METRIC, event_id="m-1"), R.INVALID_VALUE),
+    bad(
+        "metric occurred_at naive",
+        METRIC,
+        event(METRIC, occurred_at="2026-09-21T14:00:00"),
+        R.INVALID_VALUE,
+    ),
+    bad("metric name missing", METRIC, event(METRIC, name=DROP), R.MISSING_FIELD),
+    bad("metric name empty", METRIC, event(METRIC, name=""), R.INVALID_VALUE),
+    bad("metric name too long", METRIC, event(METRIC, name="n" * 129), R.STRING_TOO_LONG),
+    bad("metric name number", METRIC, event(METRIC, name=1), R.WRONG_TYPE),
+    bad("metric value missing", METRIC, event(METRIC, value=DROP), R.MISSING_FIELD),
+    bad("metric value null", METRIC, event(METRIC, value=None), R.MISSING_FIELD),
+    bad("metric value string", METRIC, event(METRIC, value="1.5"), R.WRONG_TYPE),
+    bad("metric value boolean", METRIC, event(METRIC, value=True), R.WRONG_TYPE),
+    bad(
+        "metric value over 1e15",
+        METRIC,
+        event(METRIC, value=1.0000000000000002e15),
+        R.INVALID_NUMBER,
+    ),
+    bad(
+        "metric value under -1e15",
+        METRIC,
+        event(METRIC, value=-1_000_000_000_000_001),
+        R.INVALID_NUMBER,
+    ),
+    bad("metric value 10**19", METRIC, event(METRIC, value=10**19), R.INVALID_NUMBER),
+    raw(
+        "metric value 1e400",
+        METRIC,
+        orjson.dumps(event(METRIC, value=0)).replace(b'"value":0', b'"value":1e400'),
+        R.MALFORMED_JSON,
+    ),
+    bad("metric unit too long", METRIC, event(METRIC, unit="u" * 33), R.STRING_TOO_LONG),
+    bad("metric unit number", METRIC, event(METRIC, unit=1), R.WRONG_TYPE),
+    bad("metric service missing", METRIC, event(METRIC, service=DROP), R.MISSING_FIELD),
+    bad("metric service empty", METRIC, event(METRIC, service=""), R.INVALID_VALUE),
+    bad("metric service too long", METRIC, event(METRIC, service="s" * 65), R.STRING_TOO_LONG),
+    bad("metric instance too long", METRIC, event(METRIC, instance="i" * 129), R.STRING_TOO_LONG),
+    bad("metric instance boolean", METRIC, event(METRIC, instance=False), R.WRONG_TYPE),
+    bad("metric tags array", METRIC, event(METRIC, tags=[["k", "v"]]), R.WRONG_TYPE),
+    bad("metric tags string", METRIC, event(METRIC, tags="k=v"), R.WRONG_TYPE),
+    bad(
+        "metric 17 tags",
+        METRIC,
+        event(METRIC, tags={f"k{i}": "v" for i in range(17)}),
+        R.INVALID_VALUE,
+    ),
+    bad("metric tag key empty", METRIC, event(METRIC, tags={"": "v"}), R.INVALID_VALUE),
+    bad("metric tag key too long", METRIC, event(METRIC, tags={"k" * 65: "v"}), R.STRING_TOO_LONG),
+    bad(
+        "metric tag value too long", METRIC, event(METRIC, tags={"k": "v" * 257}), R.STRING_TOO_LONG
+    ),
+    bad("metric tag value number", METRIC, event(METRIC, tags={"k": 1}), R.WRONG_TYPE),
+    bad("metric tag value null", METRIC, event(METRIC, tags={"k": None}), R.WRONG_TYPE),
+    bad("metric tag value object", METRIC, event(METRIC, tags={"k": {"a": "b"}}), R.WRONG_TYPE),
+    bad(
+        "metric array with a bad element",
+        METRIC,
+        [event(METRIC), event(METRIC, value="x")],
+        R.WRONG_TYPE,
+        index=1,
+    ),
+    # --- performance_metric: validator-only ----------------------------------------------
+    bad(
+        "metric 5 min + 1 ms ahead",
+        METRIC,
+        event(METRIC, occurred_at=NOW_MS + 300_001),
+        R.FUTURE_TIMESTAMP,
+        only=FUTURE,
+    ),
+    bad(
+        "metric occurred_at as float",
+        METRIC,
+        event(METRIC, occurred_at=1_789_999_200_000.0),
+        R.WRONG_TYPE,
+        only=INTEGRAL_FLOAT,
+    ),
+    # --- audit: valid ----------------------------------------------------------------------
+    ok(
+        "audit minimal",
+        AUDIT,
+        event(AUDIT),
+        actor="user-1",
+        organization_id=None,
+        request_id=None,
+        before_json=None,
+        after_json=None,
+        occurred_at_ms=1_789_999_200_000,
+    ),
+    ok(
+        "audit full",
+        AUDIT,
+        event(
+            AUDIT,
+            type="audit",
+            actor_type="service",
+            organization_id="org-1",
+            request_id="req-9",
+            before={"status": "completed", "tags": ["a"]},
+            after={"status": "deleted"},
+        ),
+        before_json='{"status":"completed","tags":["a"]}',
+        after_json='{"status":"deleted"}',
+        organization_id="org-1",
+    ),
+    ok("audit system actor", AUDIT, event(AUDIT, actor="pipeline_migrator", actor_type="system")),
+    ok(
+        "audit explicit nulls",
+        AUDIT,
+        event(AUDIT, type=None, organization_id=None, request_id=None, before=None, after=None),
+        before_json=None,
+    ),
+    ok("audit empty before", AUDIT, event(AUDIT, before={}), before_json="{}"),
+    ok(
+        "audit upper bounds",
+        AUDIT,
+        event(
+            AUDIT,
+            actor="a" * 256,
+            action="x" * 128,
+            entity_type="t" * 64,
+            entity_id="i" * 256,
+            organization_id="o" * 128,
+            request_id="r" * 128,
+        ),
+    ),
+    ok(
+        "audit before and after exactly 16 KiB",
+        AUDIT,
+        event(AUDIT, before=METADATA_FITS, after=METADATA_FITS),
+    ),
+    # --- audit: invalid --------------------------------------------------------------------
+    bad("audit type mismatch", AUDIT, event(AUDIT, type="system_log"), R.UNKNOWN_EVENT_TYPE),
+    bad("audit event_id missing", AUDIT, event(AUDIT, event_id=DROP), R.MISSING_FIELD),
+    bad("audit actor missing", AUDIT, event(AUDIT, actor=DROP), R.MISSING_FIELD),
+    bad("audit actor null", AUDIT, event(AUDIT, actor=None), R.MISSING_FIELD),
+    bad("audit actor empty", AUDIT, event(AUDIT, actor=""), R.INVALID_VALUE),
+    bad("audit actor too long", AUDIT, event(AUDIT, actor="a" * 257), R.STRING_TOO_LONG),
+    bad("audit actor number", AUDIT, event(AUDIT, actor=7), R.WRONG_TYPE),
+    bad("audit actor_type missing", AUDIT, event(AUDIT, actor_type=DROP), R.MISSING_FIELD),
+    bad("audit actor_type unknown", AUDIT, event(AUDIT, actor_type="admin"), R.INVALID_VALUE),
+    bad("audit actor_type upper case", AUDIT, event(AUDIT, actor_type="USER"), R.INVALID_VALUE),
+    bad("audit actor_type number", AUDIT, event(AUDIT, actor_type=1), R.WRONG_TYPE),
+    bad("audit action missing", AUDIT, event(AUDIT, action=DROP), R.MISSING_FIELD),
+    bad("audit action empty", AUDIT, event(AUDIT, action=""), R.INVALID_VALUE),
+    bad("audit action too long", AUDIT, event(AUDIT, action="x" * 129), R.STRING_TOO_LONG),
+    bad("audit entity_type missing", AUDIT, event(AUDIT, entity_type=DROP), R.MISSING_FIELD),
+    bad("audit entity_type too long", AUDIT, event(AUDIT, entity_type="t" * 65), R.STRING_TOO_LONG),
+    bad("audit entity_id missing", AUDIT, event(AUDIT, entity_id=DROP), R.MISSING_FIELD),
+    bad("audit entity_id empty", AUDIT, event(AUDIT, entity_id=""), R.INVALID_VALUE),
+    bad("audit entity_id too long", AUDIT, event(AUDIT, entity_id="i" * 257), R.STRING_TOO_LONG),
+    bad("audit entity_id number", AUDIT, event(AUDIT, entity_id=42), R.WRONG_TYPE),
+    bad(
+        "audit organization_id too long",
+        AUDIT,
+        event(AUDIT, organization_id="o" * 129),
+        R.STRING_TOO_LONG,
+    ),
+    bad("audit request_id too long", AUDIT, event(AUDIT, request_id="r" * 129), R.STRING_TOO_LONG),
+    bad("audit request_id number", AUDIT, event(AUDIT, request_id=9), R.WRONG_TYPE),
+    bad("audit before array", AUDIT, event(AUDIT, before=[1]), R.WRONG_TYPE),
+    bad("audit before string", AUDIT, event(AUDIT, before='{"a":1}'), R.WRONG_TYPE),
+    bad("audit after number", AUDIT, event(AUDIT, after=1), R.WRONG_TYPE),
+    # --- audit: validator-only -------------------------------------------------------------
+    bad(
+        "audit before over 16 KiB",
+        AUDIT,
+        event(AUDIT, before=METADATA_OVER),
+        R.TOO_LARGE,
+        only=BEFORE_AFTER_SIZE,
+    ),
+    bad(
+        "audit after over 16 KiB",
+        AUDIT,
+        event(AUDIT, after=METADATA_OVER),
+        R.TOO_LARGE,
+        only=BEFORE_AFTER_SIZE,
+    ),
+    bad(
+        "audit February 30",
+        AUDIT,
+        event(AUDIT, occurred_at="2026-02-30T12:00:00Z"),
+        R.INVALID_VALUE,
+        only=CALENDAR,
+    ),
+]
+
 VALIDATOR_ONLY_RULES = (
     FUTURE,
     CALENDAR,
@@ -497,4 +814,6 @@ VALIDATOR_ONLY_RULES = (
     MESSAGE_BYTES,
     TOKENS_USED,
     TOTAL_TIME,
+    ANALYSIS_ID,
+    BEFORE_AFTER_SIZE,
 )

@@ -232,7 +232,7 @@ def test_type_field_is_optional_and_must_match_the_topic() -> None:
     assert reason_of(API, event(API, type=1)) is Reason.UNKNOWN_EVENT_TYPE
 
 
-@pytest.mark.parametrize("kind", [API, ANALYSIS, LOG])
+@pytest.mark.parametrize("kind", list(EventKind))
 def test_event_id_is_normalised_to_lower_case(kind: EventKind) -> None:
     got = validate_event(kind, event(kind, event_id=EVENT_ID.upper()), now_ms=NOW_MS)
     assert got.event_id == EVENT_ID

@@ -15,6 +15,9 @@ from typing import Any
 
 __all__ = ["load_schema"]
 
+# The EventKind values (this module does not import the events, to stay a leaf).
+_KINDS = ("api_call", "analysis", "system_log", "performance_metric", "audit")
+
 
 def load_schema(kind: str) -> dict[str, Any]:
     """Return a fresh copy of the JSON Schema for ``kind`` (an ``EventKind`` or its value).
@@ -23,7 +26,7 @@ def load_schema(kind: str) -> dict[str, Any]:
     caller may modify the result.
     """
     name = str(kind)
-    if name not in ("api_call", "analysis", "system_log"):
+    if name not in _KINDS:
         raise ValueError(f"unknown event kind {kind!r}")
     text = resources.files(__name__).joinpath(f"{name}.schema.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
