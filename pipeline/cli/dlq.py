@@ -13,7 +13,8 @@ import json
 from typing import Any
 
 from pipeline.cli._common import format_table, operator_name
-from pipeline.config import Config
+from pipeline.config import Config, KafkaConfig, TopicsConfig
+from pipeline.contract import AuditActorType, AuditEvent, EventKind
 from pipeline.deadletters import (
     Filters,
     Replayed,
@@ -24,6 +25,7 @@ from pipeline.deadletters import (
     prepare_replay,
     summary_as_json,
 )
+from pipeline.producer import EventProducer
 
 # Longest value shown per sample in the table format.
 _TABLE_VALUE_CHARS = 200
@@ -227,9 +229,33 @@ def _replay(args: argparse.Namespace, config: Config) -> int:
         )
         _more(len(done))
         print(f"replayed {len(done)} dead letters; markers in {markers_topic(dlq)}")
+        if done:
+            await _audit_replay(kafka, topics, done)
         return 0
 
     return asyncio.run(work())
+
+
+async def _audit_replay(kafka: KafkaConfig, topics: TopicsConfig, done: list[Replayed]) -> None:
+    """Record the replay in the audit trail: one audit event, applied by the workers like
+    any other (the markers topic stays the record of which letters went back)."""
+    by_topic: dict[str, int] = {}
+    by_reason: dict[str, int] = {}
+    for item in done:
+        by_topic[item.topic] = by_topic.get(item.topic, 0) + 1
+        reason = str(item.letter.reason)
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+    event = AuditEvent.new(
+        actor=operator_name(),
+        actor_type=AuditActorType.USER,
+        action="dead_letters.replayed",
+        entity_type="dead_letter_topic",
+        entity_id=topics.dead_letters,
+        after={"replayed": len(done), "by_source_topic": by_topic, "by_reason": by_reason},
+    )
+    async with EventProducer(kafka, topics) as producer:
+        await producer.send(event)
+    print(f"audit: the replay is recorded in {topics.topic(EventKind.AUDIT)}")
 
 
 def _more(count: int) -> None:

@@ -24,9 +24,9 @@ __all__ = ["KINDS", "KindSpec", "spec_of"]
 
 
 def _declarations() -> tuple[KindSpec, ...]:
-    from pipeline.kinds import analysis, api_call, system_log
+    from pipeline.kinds import analysis, api_call, audit, performance_metric, system_log
 
-    return (api_call.SPEC, analysis.SPEC, system_log.SPEC)
+    return (api_call.SPEC, analysis.SPEC, system_log.SPEC, performance_metric.SPEC, audit.SPEC)
 
 
 KINDS: Final[tuple[KindSpec, ...]] = _declarations()

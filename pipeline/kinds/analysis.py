@@ -17,7 +17,33 @@ from pipeline.contract import Analysis, Event, EventKind
 from pipeline.kinds.spec import KindSpec
 from pipeline.worker.writes import EPOCH_MS, Staged, Writer
 
-__all__ = ["ANALYSES", "SPEC", "analysis_rows", "insert_analyses"]
+__all__ = ["ANALYSES", "LIFECYCLE", "SPEC", "analysis_rows", "insert_analyses"]
+
+# Every change of the batch is merged into its analysis's history; the trigger
+# analysis_lifecycle_derive (migration 0009) overwrites status, status_at, first_seen_at,
+# change_count, model_type, created_by and modified_by from the merged history, so the
+# values given for them here are only placeholders for the NOT NULL columns. Grouped and
+# ordered by analysis_id: one row per analysis per statement, locked in key order (no
+# deadlocks between sub-flushes).
+LIFECYCLE = f"""
+INSERT INTO analysis_lifecycle AS l (
+    analysis_id, organization_id, user_id, model_type, status, status_at, first_seen_at,
+    change_count, modification_history)
+SELECT t.analysis_id, min(t.org_id), min(t.user_id), min(t.model_type), min(t.status),
+       {EPOCH_MS.format("min(t.ms)")}, {EPOCH_MS.format("min(t.ms)")}, count(*),
+       analysis_history_merge('[]'::jsonb, jsonb_agg(jsonb_build_object(
+           'event_id', t.event_id, 'at_ms', t.ms, 'status', t.status, 'actor', t.actor,
+           'model_type', t.model_type)))
+FROM {{stage}} AS t
+GROUP BY t.analysis_id
+ORDER BY t.analysis_id
+ON CONFLICT (analysis_id) DO UPDATE SET
+    modification_history = analysis_history_merge(l.modification_history,
+                                                  excluded.modification_history),
+    organization_id = coalesce(l.organization_id, excluded.organization_id),
+    user_id = coalesce(l.user_id, excluded.user_id),
+    updated_at = now()
+"""
 
 ANALYSES = Staged(
     "pipeline_stage_ai_analysis",
@@ -29,6 +55,7 @@ ANALYSES = Staged(
         ("processing_ms", "float8"), ("queue_ms", "float8"), ("total_ms", "float8"),
         ("caching", "bool"), ("batch", "bool"), ("region", "text"), ("attempts", "int"),
         ("fallback", "bool"), ("error_type", "text"), ("metadata", "jsonb"),
+        ("analysis_id", "text"), ("actor", "text"),
     ),
     f"""
 INSERT INTO ai_analysis (
@@ -36,15 +63,16 @@ INSERT INTO ai_analysis (
     model_version, analysis_version, request_tokens, response_tokens, tokens_used, api_cost,
     processing_time_ms, queue_wait_time_ms, total_processing_time_ms, caching_used,
     batch_processed, region_processed, processing_attempts, fallback_used, error_type,
-    metadata)
+    metadata, analysis_id)
 SELECT {EPOCH_MS.format("t.ms")}, t.event_id, t.user_id, t.org_id, t.entry_id, t.status,
        t.model_type, t.model_version, t.analysis_version, t.request_tokens,
        t.response_tokens, t.tokens_used, t.cost_e8 * 0.00000001, t.processing_ms,
        t.queue_ms, t.total_ms, t.caching, t.batch, t.region, t.attempts, t.fallback,
-       t.error_type, t.metadata
+       t.error_type, t.metadata, t.analysis_id
 FROM {{stage}} AS t
 ON CONFLICT (created_at, event_id) DO NOTHING
 """,
+    (LIFECYCLE,),
 )  # fmt: skip
 
 
@@ -57,14 +85,16 @@ def analysis_rows(events: Sequence[Analysis]) -> list[tuple[Any, ...]]:
             e.request_tokens, e.response_tokens, e.tokens_used, e.api_cost_e8,
             e.processing_time_ms, e.queue_wait_time_ms, e.total_processing_time_ms,
             e.caching_used, e.batch_processed, e.region_processed, e.processing_attempts,
-            e.fallback_used, e.error_type, e.metadata_json,
+            e.fallback_used, e.error_type, e.metadata_json, e.analysis_id or e.event_id,
+            e.actor,
         )
         for e in events
     ]  # fmt: skip
 
 
 async def insert_analyses(conn: Any, events: Sequence[Analysis]) -> int:
-    """Insert analysis rows; return how many were new (duplicates are ignored)."""
+    """Insert analysis rows and merge them into the lifecycle table; return how many rows
+    were new in ai_analysis (duplicates are ignored)."""
     return await ANALYSES.write(conn, analysis_rows(events))
 
 

@@ -10,7 +10,8 @@
 - ``retry``       the backoff, and which errors stall a flush instead of ending the worker.
 - ``transaction`` one flush's transaction: lock the watermark, skip, write, advance.
 - ``aggregate``   API calls folded into hourly bucket deltas.
-- ``writes``      the SQL that applies a batch, one writer per event kind.
+- ``metrics_aggregate`` performance-metric samples folded into hourly series deltas.
+- ``writes``      staging tables and the shape of a kind's writer (SQL: ``pipeline.kinds``).
 - ``offsets``     the exactly-once watermark in ``ingest_offsets``.
 - ``partitions``  which partitions exist and what retention cuts off (cached per worker).
 - ``deadletter``  publishing invalid records to the dead-letter topic.

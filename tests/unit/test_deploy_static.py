@@ -18,6 +18,7 @@ import yaml
 
 from pipeline.cli import build_parser
 from pipeline.config import Config, WorkerConfig
+from pipeline.kinds import KINDS
 from pipeline.metrics import METRIC_NAMES
 from tests.conftest import REPO
 
@@ -332,9 +333,10 @@ def test_scaling_matches_the_partition_count() -> None:
     assert trigger["metadata"]["consumerGroup"] == cm["PIPELINE_GROUP_ID"]
     assert int(trigger["metadata"]["lagThreshold"]) > 0
     script = "\n".join(compose()["services"]["kafka-init"]["command"])
-    for variable in ("API_CALLS", "ANALYSES", "LOGS", "DEAD_LETTERS"):
-        assert f"$$PIPELINE_TOPIC_{variable}" in script
-        assert init[f"PIPELINE_TOPIC_{variable}"] == cm[f"PIPELINE_TOPIC_{variable}"]
+    settings = [spec.topic_setting for spec in KINDS] + ["PIPELINE_TOPIC_DEAD_LETTERS"]
+    for variable in settings:
+        assert f"$${variable}" in script
+        assert init[variable] == cm[variable]
 
 
 def served_paths() -> set[str]:
