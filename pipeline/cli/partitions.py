@@ -21,7 +21,11 @@ def register(commands: Any) -> None:
         "ensure", help="create each table's partitions from now - lookback to now + premake"
     )
     ensure.set_defaults(handler=_ensure)
-    prune = sub.add_parser("prune", help="detach and drop partitions wholly older than retention")
+    prune = sub.add_parser(
+        "prune",
+        help="detach and drop partitions wholly older than retention, and the analysis "
+        "lifecycles that outlived the analyses' retention",
+    )
     prune.add_argument("--dry-run", action="store_true", help="list what would be dropped")
     prune.set_defaults(handler=_prune)
     stats = sub.add_parser("stats", help="each partition with its range, estimated rows and size")
@@ -40,7 +44,7 @@ def _ensure(args: argparse.Namespace, config: Config) -> int:
 
 
 def _prune(args: argparse.Namespace, config: Config) -> int:
-    async def work(conn: Any) -> list[partitions.PartitionInfo]:
+    async def work(conn: Any) -> partitions.PruneResult:
         return await partitions.prune(conn, dry_run=args.dry_run)
 
     dropped = run_with_connection(
@@ -49,7 +53,15 @@ def _prune(args: argparse.Namespace, config: Config) -> int:
     verb = "would drop" if args.dry_run else "dropped"
     for p in dropped:
         print(f"{verb} {p.partition_name} [{p.range_start:%Y-%m-%d} .. {p.range_end:%Y-%m-%d})")
-    print(f"{len(dropped)} partitions {verb.split()[-1]}" if dropped else "nothing to prune")
+    if dropped:
+        print(f"{len(dropped)} partitions {verb.split()[-1]}")
+    if dropped.lifecycle_rows:
+        print(
+            f"{'would delete' if args.dry_run else 'deleted'} {dropped.lifecycle_rows} "
+            "analysis lifecycles older than the analyses' retention"
+        )
+    if not dropped and not dropped.lifecycle_rows:
+        print("nothing to prune")
     return 0
 
 

@@ -14,6 +14,10 @@ Contract:
   ``now - retention``. It needs a connection outside any transaction. Concurrent prunes
   serialise on a session advisory lock; a prune that cannot get it within ``lock_wait_s``
   does nothing and says so. An interrupted detach is finished on the next run.
+- Each detach and each drop is recorded in ``audit_trail`` ('partition.detached',
+  'partition.dropped', through ``pipeline_audit``) once the schema has it (migration 0009),
+  and the same run deletes the ``analysis_lifecycle`` rows that outlived ``ai_analysis``'s
+  retention (``prune_analysis_lifecycle``); a dry run counts them instead.
 - ``now`` is injectable everywhere so tests do not depend on the wall clock.
 """
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,6 +47,17 @@ class PartitionInfo:
     detach_pending: bool
     estimated_rows: int
     total_bytes: int
+
+
+class PruneResult(list[PartitionInfo]):
+    """The partitions :func:`prune` dropped (or would drop), oldest first within each table,
+    plus ``lifecycle_rows``: the ``analysis_lifecycle`` rows it deleted (or would delete)
+    because their last change is older than ``ai_analysis``'s retention. A list, so callers
+    that only want the partitions use it as one."""
+
+    def __init__(self, partitions: Iterable[PartitionInfo] = (), lifecycle_rows: int = 0) -> None:
+        super().__init__(partitions)
+        self.lifecycle_rows = lifecycle_rows
 
 
 @dataclass(frozen=True)
@@ -105,22 +121,29 @@ async def prune(
     now: datetime | None = None,
     dry_run: bool = False,
     lock_wait_s: float = 10.0,
-) -> list[PartitionInfo]:
-    """Detach and drop expired partitions; return those dropped (or that would be)."""
+) -> PruneResult:
+    """Detach and drop expired partitions and delete expired analysis lifecycles; return the
+    partitions dropped and the number of lifecycle rows deleted (or that would be)."""
     candidates = await expired(conn, now=now)
-    if dry_run or not candidates:
-        return candidates
+    lifecycles = await _expired_lifecycles(conn, now)
+    if dry_run or not (candidates or lifecycles):
+        return PruneResult(candidates, lifecycles)
     if not await _try_lock(conn, lock_wait_s):
         log.warning("another prune is running; skipping this one")
-        return []
+        return PruneResult()
     try:
-        dropped = []
+        audited = await _has_function(conn, "pipeline_audit(text,text,text,jsonb,jsonb)")
+        dropped = PruneResult()
         for part in await expired(conn, now=now):  # re-read under the lock
             parent = _quote_ident(part.parent_table)
             child = _quote_ident(part.partition_name)
             mode = "FINALIZE" if part.detach_pending else "CONCURRENTLY"
             await conn.execute(f"ALTER TABLE {parent} DETACH PARTITION {child} {mode}")
+            if audited:
+                await _audit(conn, "partition.detached", part)
             await conn.execute(f"DROP TABLE {child}")
+            if audited:
+                await _audit(conn, "partition.dropped", part)
             log.info(
                 "dropped partition %s (%s .. %s, ~%d rows)",
                 part.partition_name,
@@ -129,9 +152,52 @@ async def prune(
                 part.estimated_rows,
             )
             dropped.append(part)
+        if await _has_function(conn, "prune_analysis_lifecycle(timestamptz)"):
+            dropped.lifecycle_rows = await conn.fetchval(
+                "SELECT prune_analysis_lifecycle(coalesce($1::timestamptz, now()))", now
+            )
+            if dropped.lifecycle_rows:
+                log.info("deleted %d expired analysis lifecycles", dropped.lifecycle_rows)
         return dropped
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _PRUNE_LOCK_KEY)
+
+
+async def _expired_lifecycles(conn: Any, now: datetime | None) -> int:
+    """How many rows ``prune_analysis_lifecycle`` would delete at ``now`` (the same
+    condition, read-only: a dry run may run as the writer, which cannot delete)."""
+    if await conn.fetchval("SELECT to_regclass('analysis_lifecycle') IS NULL"):
+        return 0
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM analysis_lifecycle l JOIN partition_policies p "
+        "ON p.parent_table = 'ai_analysis' "
+        "WHERE l.first_seen_at < coalesce($1::timestamptz, now()) - p.retention "
+        "AND l.status_at < coalesce($1::timestamptz, now()) - p.retention",
+        now,
+    )
+    return count
+
+
+async def _has_function(conn: Any, signature: str) -> bool:
+    exists: bool = await conn.fetchval("SELECT to_regprocedure($1) IS NOT NULL", signature)
+    return exists
+
+
+async def _audit(conn: Any, action: str, part: PartitionInfo) -> None:
+    """Record a detach or drop in the audit trail (migration 0009), as ensure_partition
+    records a creation. Each statement commits on its own (DETACH ... CONCURRENTLY cannot
+    run in a transaction), so a prune killed between a step and its record leaves that step
+    unrecorded."""
+    await conn.execute(
+        "SELECT pipeline_audit($1, 'partition', $2, NULL, jsonb_build_object("
+        "'parent_table', $3::text, 'range_start', $4::timestamptz, "
+        "'range_end', $5::timestamptz))",
+        action,
+        part.partition_name,
+        part.parent_table,
+        part.range_start,
+        part.range_end,
+    )
 
 
 async def _try_lock(conn: Any, wait_s: float) -> bool:

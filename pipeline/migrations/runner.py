@@ -16,6 +16,9 @@ The contract:
   or disappeared, or a pending file numbered below an applied one, raises
   :class:`~pipeline.errors.MigrationDriftError` and nothing runs.
 - ``dry_run=True`` reports what would run and changes nothing (it takes no lock).
+- **Self-audit.** Once the schema has ``pipeline_audit`` (migration 0009), each migration
+  applied or rolled back is also recorded in ``audit_trail`` ('migration.applied' /
+  'migration.rolled_back', entity ``NNNN_name``), in the same transaction as its history row.
 
 The runner never commits on anyone else's behalf: it owns the connection for the call.
 """
@@ -211,6 +214,7 @@ class MigrationRunner:
                 async with self._conn.transaction():
                     await self._conn.execute(script.text)
                     await self._record(migration, direction, started)
+                    await self._audit(migration, direction)
             else:
                 statements = script.statements()
                 for number, statement in enumerate(statements, 1):
@@ -224,6 +228,7 @@ class MigrationRunner:
                             "again (no-transaction files must be idempotent)."
                         ) from exc
                 await self._record(migration, direction, started)
+                await self._audit(migration, direction)
         except MigrationError:
             raise
         except Exception as exc:
@@ -257,6 +262,24 @@ class MigrationRunner:
             await self._conn.execute(
                 "DELETE FROM schema_migrations WHERE version = $1", migration.version
             )
+
+    async def _audit(self, migration: Migration, direction: str) -> None:
+        """Record the step in the audit trail (``pipeline_audit``, migration 0009) when the
+        schema has one at that point: not before 0009 is applied, nor after it is rolled
+        back (the trail went with it). In the migration's transaction, so the audit row
+        exists exactly when the step does."""
+        if not await self._conn.fetchval(
+            "SELECT to_regprocedure('pipeline_audit(text,text,text,jsonb,jsonb)') IS NOT NULL"
+        ):
+            return
+        await self._conn.execute(
+            "SELECT pipeline_audit($1, 'migration', $2, NULL, "
+            "jsonb_build_object('version', $3::integer, 'checksum', $4::text))",
+            "migration.applied" if direction == "up" else "migration.rolled_back",
+            migration.label,
+            migration.version,
+            migration.checksum,
+        )
 
     async def _record_down_checksums(self) -> None:
         """Record the down file's checksum of applied migrations that have none yet (applied

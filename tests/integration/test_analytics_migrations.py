@@ -7,6 +7,7 @@ import asyncpg
 import pytest
 
 from pipeline.config import DatabaseConfig
+from pipeline.contract import Analysis
 from pipeline.maintenance.partitions import can_prune, prune
 from pipeline.maintenance.rollups import refresh_rollups
 from pipeline.migrations.runner import MigrationRunner
@@ -16,7 +17,6 @@ from tests.integration.test_analytics_rollups import (
     assert_exact,
     mixed_workload,
     prepare,
-    write_analyses,
     write_calls,
 )
 from tests.integration.test_migrations import fingerprint
@@ -45,6 +45,32 @@ SELECT 'rls ' || relname FROM pg_class WHERE relrowsecurity
 
 def runner(conn: asyncpg.Connection) -> MigrationRunner:
     return MigrationRunner(conn, SQL_DIR, applied_by="tests")
+
+
+async def write_analyses_as_before_0009(conn: asyncpg.Connection, events: list[Analysis]) -> None:
+    """Analyses as the workers wrote them before migration 0009 (no analysis_id column, no
+    analysis_lifecycle): today's workers need the later schema."""
+    await conn.executemany(
+        "INSERT INTO ai_analysis (created_at, event_id, user_id, organization_id, entry_id, "
+        "status, model_type, model_version, analysis_version, request_tokens, response_tokens, "
+        "tokens_used, api_cost, processing_time_ms, queue_wait_time_ms, "
+        "total_processing_time_ms, caching_used, batch_processed, region_processed, "
+        "processing_attempts, fallback_used, error_type, metadata) "
+        "VALUES (timestamptz 'epoch' + $1 * interval '1 millisecond', $2, $3, $4, $5, $6, $7, "
+        "$8, $9, $10, $11, $12, $13 * 0.00000001, $14, $15, $16, $17, $18, $19, $20, $21, $22, "
+        "$23::jsonb) ON CONFLICT (created_at, event_id) DO NOTHING",
+        [
+            (
+                e.occurred_at_ms, e.event_id, e.user_id, e.organization_id, e.entry_id,
+                str(e.status), e.model_type, e.model_version, e.analysis_version,
+                e.request_tokens, e.response_tokens, e.tokens_used, e.api_cost_e8,
+                e.processing_time_ms, e.queue_wait_time_ms, e.total_processing_time_ms,
+                e.caching_used, e.batch_processed, e.region_processed, e.processing_attempts,
+                e.fallback_used, e.error_type, e.metadata_json,
+            )
+            for e in events
+        ],
+    )  # fmt: skip
 
 
 @pytest.mark.asyncio
@@ -88,7 +114,7 @@ async def test_rows_written_before_the_rollups_existed_are_rolled_up(
         await conn.execute("SELECT ensure_partitions($1)", NOW)
         calls, analyses = mixed_workload(seed=3, count=100)
         await write_calls(conn, calls)
-        await write_analyses(conn, analyses)
+        await write_analyses_as_before_0009(conn, analyses)
         await runner(conn).up()
         assert await conn.fetchval("SELECT count(*) FROM rollup_pending") > 0
         await prepare(conn)  # the rollups' partitions

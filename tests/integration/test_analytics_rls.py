@@ -176,12 +176,14 @@ async def test_roles_have_only_what_they_need(pg: asyncpg.Connection) -> None:
             await pg.execute(sql)
     await pg.execute("RESET ROLE")
 
-    # The only SECURITY DEFINER functions: neither returns tenant rows.
+    # The only SECURITY DEFINER functions: none returns tenant rows.
     definers = await pg.fetch(
         "SELECT proname FROM pg_proc WHERE prosecdef "
         "AND pronamespace = current_schema()::regnamespace ORDER BY 1"
     )
-    assert [r[0] for r in definers] == ["analyst_organization", "ensure_partition"]
+    assert [r[0] for r in definers] == [
+        "analyst_organization", "ensure_partition", "pipeline_audit",
+    ]  # fmt: skip
     views = await pg.fetch(
         "SELECT relname FROM pg_class WHERE relkind = 'v' "
         "AND relnamespace = current_schema()::regnamespace "
