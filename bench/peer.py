@@ -37,8 +37,11 @@ from pathlib import Path
 import asyncpg
 
 from bench._machine import cpu_seconds, machine, status_kib
+from pipeline.config import TopicsConfig
+from pipeline.contract import EventKind
 from pipeline.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from pipeline.kafka import ensure_topics
+from pipeline.kinds import KINDS
 from pipeline.migrations.runner import MigrationRunner
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,16 +83,22 @@ async def run_ours(
                 "WHERE parent_table LIKE 'api_usage%'"
             )
             kafka = broker.kafka_config()
-            names = ["peer-analyses", "peer-logs", "peer-dlq"]
+            topics = TopicsConfig(
+                sources={
+                    spec.kind: topic if spec.kind is EventKind.API_CALL else f"peer-{spec.topic}"
+                    for spec in KINDS
+                },
+                dead_letters="peer-dlq",
+            )
+            names = [name for name in topics.settings() if name != topic]
             await ensure_topics(kafka, names, partitions=partitions)
             env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "PIPELINE_"))}
             env.update(
                 PYTHONPATH=str(REPO), DATABASE_URL=pg.url, KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap,
                 KAFKA_IDEMPOTENT_PRODUCER="false", PIPELINE_GROUP_ID="peer-bench",
-                PIPELINE_TOPIC_API_CALLS=topic, PIPELINE_TOPIC_ANALYSES="peer-analyses",
-                PIPELINE_TOPIC_LOGS="peer-logs", PIPELINE_TOPIC_DEAD_LETTERS="peer-dlq",
                 PIPELINE_WEB_PORT=str(free_port()),
             )  # fmt: skip
+            env.update({setting: name for name, setting in topics.settings().items()})
             started = time.perf_counter()
             worker = _start_worker(env, tmp / "worker.log")
             peak_kib = 0

@@ -116,12 +116,9 @@ def _cli(kafka: KafkaConfig, topics: TopicsConfig, *args: str) -> subprocess.Com
             "PYTHONPATH": str(REPO),
             "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
             "KAFKA_IDEMPOTENT_PRODUCER": "true" if kafka.idempotent_producer else "false",
-            "PIPELINE_TOPIC_API_CALLS": topics.topic(EventKind.API_CALL),
-            "PIPELINE_TOPIC_ANALYSES": topics.topic(EventKind.ANALYSIS),
-            "PIPELINE_TOPIC_LOGS": topics.topic(EventKind.SYSTEM_LOG),
-            "PIPELINE_TOPIC_DEAD_LETTERS": topics.dead_letters,
         }
     )
+    env.update({setting: topic for topic, setting in topics.settings().items()})
     return subprocess.run(
         [sys.executable, "-m", "pipeline", "dlq", *args, "--idle-timeout", str(IDLE_S)],
         env=env, capture_output=True, text=True, timeout=120, check=False,
@@ -220,6 +217,15 @@ async def test_replay_publishes_selected_dead_letters_once_even_when_run_twice(
     assert "1 to replay, 1 already replayed" in first.stdout
     again = _cli(kafka, topics, "replay", "--source-topic", topics.topic(EventKind.API_CALL))
     assert "0 to replay, 2 already replayed" in again.stdout
+    # The command records each replay that published something in the audit trail.
+    audits = await _read_all(kafka, topics.topic(EventKind.AUDIT))
+    assert len(audits) == 1, "a replay of nothing is not audited"
+    value = json.loads(audits[0].value)
+    audit = value[0] if isinstance(value, list) else value  # the producer packs arrays
+    assert audit["action"] == "dead_letters.replayed" and audit["actor_type"] == "user"
+    assert audit["entity_id"] == topics.dead_letters
+    assert audit["after"]["replayed"] == 1
+    assert audit["after"]["by_source_topic"] == {topics.topic(EventKind.API_CALL): 1}
     assert sorted(
         r.value for r in await _read_all(kafka, topics.topic(EventKind.API_CALL))
     ) == sorted([CALL_INVALID, CALL_MISSING])

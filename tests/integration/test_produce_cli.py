@@ -12,8 +12,9 @@ from aiokafka import AIOKafkaProducer
 
 from pipeline.config import KafkaConfig
 from pipeline.kafka import client_options
+from pipeline.kinds import KINDS
 from pipeline.workload import ExpectedTotals, WorkloadSpec, generate, pack_stream
-from tests.conftest import REPO, unique_name
+from tests.conftest import REPO, unique_topics
 from tests.integration.test_producer import consume
 
 START_MS = 1_790_000_000_000
@@ -38,12 +39,7 @@ def run_produce(
 
 
 def topic_env() -> dict[str, str]:
-    return {
-        "PIPELINE_TOPIC_API_CALLS": unique_name("calls"),
-        "PIPELINE_TOPIC_ANALYSES": unique_name("analyses"),
-        "PIPELINE_TOPIC_LOGS": unique_name("logs"),
-        "PIPELINE_TOPIC_DEAD_LETTERS": unique_name("dlq"),
-    }
+    return {setting: topic for topic, setting in unique_topics().settings().items()}
 
 
 async def partitions_of(kafka: KafkaConfig, topic: str) -> int:
@@ -83,7 +79,7 @@ async def test_produce_writes_the_exact_totals_and_sends_everything(
     assert "producing" in result.stderr and "100.0%" in result.stderr  # progress, not a TTY
     assert "Traceback" not in result.stderr
 
-    names = [topics[f"PIPELINE_TOPIC_{k}"] for k in ("API_CALLS", "ANALYSES", "LOGS")]
+    names = [topics[spec.topic_setting] for spec in KINDS]
     records = list(pack_stream(items, "batched"))  # deterministic: what the command sent
     messages = await consume(kafka, names, until=len(records))
     assert sorted(m.value or b"" for m in messages) == sorted(r.value for r in records)
