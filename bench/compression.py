@@ -67,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         start_ms=int(time.time() * 1000),
         analyses_per_api_call=0,
         logs_per_api_call=0,
+        metrics_per_api_call=0,
+        audits_per_api_call=0,
     )
     items = list(generate(spec))
     shapes = {shape: [r.value for r in pack(items, shape)] for shape in ("batched", "single")}

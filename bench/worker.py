@@ -37,7 +37,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from bench._machine import cpu_seconds, machine, status_kib
-from pipeline.config import KafkaConfig
+from pipeline.config import KafkaConfig, TopicsConfig
 from pipeline.contract import EventKind, decode_record
 from pipeline.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from pipeline.kafka import client_options, ensure_topics
@@ -47,11 +47,8 @@ from pipeline.worker.aggregate import aggregate
 from pipeline.workload import EventFactory, Item, WorkloadSpec, generate, pack
 
 REPO = Path(__file__).resolve().parent.parent
-TOPICS = {
-    EventKind.API_CALL: "api-calls",
-    EventKind.ANALYSIS: "analysis-events",
-    EventKind.SYSTEM_LOG: "system-logs",
-}
+# The default topic of every kind (an older --worker-source ignores the ones it lacks).
+TOPICS = dict(TopicsConfig().sources)
 GROUP = "bench"
 
 
@@ -331,7 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def api_items(n: int) -> list[Item]:
         spec = WorkloadSpec(api_calls=n, start_ms=now_ms, analyses_per_api_call=0,
-                            logs_per_api_call=0)  # fmt: skip
+                            logs_per_api_call=0, metrics_per_api_call=0,
+                            audits_per_api_call=0)  # fmt: skip
         return list(generate(spec))
 
     batched = records_of(api_items(args.events), "batched")

@@ -1,9 +1,11 @@
 """Reading back what PostgreSQL holds, in the shape of the load generator's totals.
 
 :func:`totals_from_database` builds an :class:`~pipeline.workload.ExpectedTotals` from the
-tables (API buckets per service and hour, analysis rows and sums, log rows) so that the
-demo, the tests and the benchmark can compare it with what the generator says it produced
-(``expected.compare(actual, include_invalid=False)``: invalid events are not in PostgreSQL).
+tables (API buckets per service and hour, analysis rows and sums, analyses per current
+status, log rows, metric buckets per name, service and hour, raw metric samples, audit rows
+per action) so that the demo, the tests and the benchmark can compare it with what the
+generator says it produced (``expected.compare(actual, include_invalid=False)``: invalid
+events are not in PostgreSQL).
 
 :func:`wait_for_watermarks` blocks until the ``ingest_offsets`` watermarks of a consumer
 group reach given offsets: the way to know that everything produced has been applied,
@@ -50,7 +52,35 @@ async def totals_from_database(conn: Any) -> ExpectedTotals:
         "SELECT model_type, count(*) AS n FROM ai_analysis GROUP BY model_type"
     ):
         totals.analysis_by_model[row["model_type"]] = int(row["n"])
+    for row in await conn.fetch(
+        "SELECT status, count(*) AS n FROM analysis_lifecycle GROUP BY status"
+    ):
+        totals.analysis_by_status[row["status"]] = int(row["n"])
+    totals.analyses = sum(totals.analysis_by_status.values())
     totals.system_log_rows = int(await conn.fetchval("SELECT count(*) FROM system_logs"))
+    # One bucket per (name, service, hour), over every instance, unit and tag set.
+    for row in await conn.fetch(
+        "SELECT name, service, time_window, sum(sample_count) AS samples, "
+        "sum(value_sum) AS value_sum, min(value_min) AS value_min, "
+        "max(value_max) AS value_max FROM performance_metrics "
+        "GROUP BY name, service, time_window"
+    ):
+        totals.add_metric_bucket(
+            row["name"],
+            row["service"],
+            row["time_window"],
+            samples=int(row["samples"]),
+            value_sum=float(row["value_sum"]),
+            value_min=float(row["value_min"]),
+            value_max=float(row["value_max"]),
+        )
+    totals.metric_sample_rows = int(await conn.fetchval("SELECT count(*) FROM performance_samples"))
+    # The pipeline's own audit rows (source 'pipeline': migrations, partitions) are not events.
+    for row in await conn.fetch(
+        "SELECT action, count(*) AS n FROM audit_trail WHERE source = 'event' GROUP BY action"
+    ):
+        totals.audit_by_action[row["action"]] = int(row["n"])
+    totals.audit_rows = sum(totals.audit_by_action.values())
     return totals
 
 

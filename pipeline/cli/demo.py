@@ -220,8 +220,10 @@ async def _produce_and_verify(
     print(
         f"verification: OK, PostgreSQL holds exactly what the generator produced: "
         f"{report.totals.api_requests:,} API calls in {len(actual.api):,} service-hours, "
-        f"cost ${actual.api_cost_usd}, {actual.analysis_rows:,} analyses "
-        f"(${actual.analysis_cost_usd}), {actual.system_log_rows:,} log events; "
+        f"cost ${actual.api_cost_usd}, {actual.analyses:,} analyses in "
+        f"{actual.analysis_rows:,} state changes (${actual.analysis_cost_usd}), "
+        f"{actual.system_log_rows:,} log events, {actual.metric_samples:,} metric samples in "
+        f"{len(actual.metrics):,} series-hours, {actual.audit_rows:,} audit events; "
         f"{poison:,} poison items went to the dead-letter topic"
     )
     return True
@@ -250,14 +252,34 @@ async def _print_report(conn: Any) -> None:
     ]))  # fmt: skip
     print("\nAI models by cost:")
     rows = await conn.fetch(
-        "SELECT model_type, count(*) AS analyses, sum(tokens_used) AS tokens, "
-        "sum(api_cost) AS cost, round(100.0 * count(*) FILTER (WHERE status <> 'completed') "
-        "/ count(*), 2) AS not_completed_pct FROM ai_analysis GROUP BY 1 ORDER BY cost DESC"
+        # Every state change is a row: count analyses, and rates over their final states.
+        "SELECT model_type, count(DISTINCT coalesce(analysis_id, event_id::text)) AS analyses, "
+        "sum(tokens_used) AS tokens, sum(api_cost) AS cost, "
+        "round(100.0 * count(*) FILTER (WHERE status IN ('failed', 'fallback')) / "
+        "nullif(count(*) FILTER (WHERE status IN ('completed', 'failed', 'fallback')), 0), 2) "
+        "AS not_completed_pct FROM ai_analysis GROUP BY 1 ORDER BY cost DESC"
     )
     print(format_table(["model", "analyses", "tokens", "cost $", "failed/fallback %"], [
         (r["model_type"], r["analyses"], int(r["tokens"]), r["cost"], r["not_completed_pct"])
         for r in rows
     ]))  # fmt: skip
+    print("\nPerformance metrics per series (all hours, all instances):")
+    rows = await conn.fetch(
+        "SELECT name, unit, sum(sample_count) AS samples, "
+        "round((sum(value_sum) / sum(sample_count))::numeric, 1) AS avg, "
+        "min(value_min) AS lo, max(value_max) AS hi FROM performance_metrics "
+        "GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    print(format_table(["series", "unit", "samples", "avg", "min", "max"], [
+        (r["name"], r["unit"], int(r["samples"]), r["avg"], r["lo"], r["hi"]) for r in rows
+    ]))  # fmt: skip
+    print("\nAnalyses by current status, and audit events by action:")
+    rows = await conn.fetch(
+        "SELECT 'analysis ' || status AS what, count(*) AS n FROM analysis_lifecycle GROUP BY 1 "
+        "UNION ALL SELECT 'audit ' || action, count(*) FROM audit_trail "
+        "WHERE source = 'event' GROUP BY 1 ORDER BY 1"
+    )
+    print(format_table(["what", "count"], [(r["what"], int(r["n"])) for r in rows]))
     print()
 
 

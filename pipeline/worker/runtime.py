@@ -264,7 +264,7 @@ class WorkerRuntime:
             for r in results:
                 if r.created:
                     self.metrics.partitions_created.labels(r.parent_table).inc()
-            dropped: list[partitions.PartitionInfo] = []
+            dropped = partitions.PruneResult()
             if await partitions.can_prune(conn):
                 dropped = await partitions.prune(conn)
             elif not self._prune_warned:
@@ -282,9 +282,10 @@ class WorkerRuntime:
             self.metrics.partitions_ahead.labels(row["parent_table"]).set(row["n"])
         self.metrics.maintenance_last_success.set(self.clock())
         log.info(
-            "partition maintenance: %d created, %d dropped",
+            "partition maintenance: %d created, %d dropped, %d expired analysis lifecycles",
             sum(r.created for r in results),
             len(dropped),
+            dropped.lifecycle_rows,
         )
 
 

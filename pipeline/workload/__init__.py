@@ -3,12 +3,13 @@ benchmark and end-to-end test, with the exact totals they must produce.
 
 Public surface:
 
-- :class:`WorkloadSpec`: the size of a run, its seed and optional defects (poison, late
-  events, duplicates); :class:`Item`: one generated event or poison record.
+- :class:`WorkloadSpec`: the size of a run, its ratios of each kind, its seed and optional
+  defects (poison, late events, duplicates); :class:`Item`: one generated event or poison
+  record.
 - :func:`generate`: the item stream of a spec (byte-identical for the same spec);
   :class:`EventFactory` builds single valid events; :func:`poison_items` poison ones.
-- :class:`ExpectedTotals`: the figures PostgreSQL must end up holding, JSON round-trip
-  and :meth:`ExpectedTotals.compare`.
+- :class:`ExpectedTotals` (with :class:`ApiBucket` and :class:`MetricBucket`): the figures
+  PostgreSQL must end up holding, JSON round-trip and :meth:`ExpectedTotals.compare`.
 - :func:`pack` / :func:`pack_stream`: items into Kafka record values, ``batched`` (JSON
   arrays of up to 500 events) or ``single``; :class:`PackedRecord`.
 
@@ -19,13 +20,21 @@ from pipeline.workload.generate import EventFactory, format_uuid, generate
 from pipeline.workload.poison import poison_items, reasons_for
 from pipeline.workload.records import PackedRecord, Shape, pack, pack_stream
 from pipeline.workload.spec import Item, WorkloadSpec, iso_timestamp, organization_of, user_name
-from pipeline.workload.totals import ApiBucket, ExpectedTotals, format_usd, occurred_ms, usd_e8
+from pipeline.workload.totals import (
+    ApiBucket,
+    ExpectedTotals,
+    MetricBucket,
+    format_usd,
+    occurred_ms,
+    usd_e8,
+)
 
 __all__ = [
     "ApiBucket",
     "EventFactory",
     "ExpectedTotals",
     "Item",
+    "MetricBucket",
     "PackedRecord",
     "Shape",
     "WorkloadSpec",

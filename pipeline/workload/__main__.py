@@ -1,8 +1,9 @@
 """``python -m pipeline.workload [API_CALLS]``: how fast the standard workload is generated.
 
-Generates the workload of ``API_CALLS`` API calls (default 200,000, plus the analyses and
-logs) and packs it in both record shapes, printing events per second for generation alone
-and for generation plus packing. Touches neither Kafka nor PostgreSQL.
+Generates the workload of ``API_CALLS`` API calls (default 200,000, plus the analyses, logs,
+metrics and audit events of the default ratios) and packs it in both record shapes,
+printing events per second for generation alone and for generation plus packing. Touches
+neither Kafka nor PostgreSQL.
 """
 
 from __future__ import annotations

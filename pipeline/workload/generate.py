@@ -1,9 +1,11 @@
 """Deterministic generation of the standard workload.
 
 :func:`generate` yields the :class:`~pipeline.workload.spec.Item` stream of a
-:class:`~pipeline.workload.spec.WorkloadSpec`: valid API-call, analysis and system-log
-events interleaved at random (as one busy service would emit them), poison items mixed in,
-and duplicated analyses re-emitted a little later. Everything comes from one
+:class:`~pipeline.workload.spec.WorkloadSpec`: valid events of every kind (API calls,
+analyses, system logs, performance metrics, audit events) interleaved at random (as one
+busy service would emit them), poison items mixed in, duplicated analyses re-emitted a
+little later, and the earlier ``queued`` / ``processing`` state changes of some analyses
+emitted after their final event (out of order). Everything comes from one
 ``random.Random(spec.seed)``, so the same spec gives byte-identical output in every process.
 
 :class:`EventFactory` builds single valid wire events; it is written for speed (tables
@@ -18,6 +20,7 @@ import math
 import random
 from bisect import bisect
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from typing import Final
 
@@ -30,10 +33,13 @@ __all__ = ["EventFactory", "format_uuid", "generate"]
 
 Maker = Callable[[], dict[str, object]]
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS: Final = timedelta(milliseconds=1)
 _V4_CLEAR: Final = ~((0xF000 << 64) | (0xC000 << 48))
 _V4_SET: Final = (4 << 76) | (0x8000 << 48)
 _DUPLICATE_DELAY: Final = 1000
-"""A duplicate follows its original within this many items (a producer retry)."""
+"""A duplicate follows its original within this many items (a producer retry); so do the
+earlier state changes of an analysis (delivered late by a slower path)."""
 
 
 def format_uuid(value: int) -> str:
@@ -61,14 +67,20 @@ def _table(pairs: tuple[tuple[str, int], ...]) -> tuple[str, ...]:
 class EventFactory:
     """Builds valid wire events of the standard workload from a shared RNG.
 
-    ``api_call(late)``, ``analysis()`` and ``system_log()`` each return a new wire dict
-    (``"type"`` included). Every ``ISO_EVERY``-th event built (of any kind) carries
-    ``occurred_at`` as an ISO-8601 string, the others integer epoch milliseconds.
+    ``api_call(late)``, ``analysis()``, ``system_log()``, ``performance_metric()`` and
+    ``audit()`` each return a new wire dict (``"type"`` included); :meth:`maker` gives the
+    no-argument builder of a kind. ``lifecycle(final)`` returns the ``queued`` and
+    ``processing`` state changes that precede the final analysis event ``final`` (same
+    ``analysis_id``, no tokens, no cost). Every ``ISO_EVERY``-th event built (of any kind)
+    carries ``occurred_at`` as an ISO-8601 string, the others integer epoch milliseconds.
     """
 
     api_call: Callable[[bool], dict[str, object]]
     analysis: Maker
     system_log: Maker
+    performance_metric: Maker
+    audit: Maker
+    lifecycle: Callable[[dict[str, object]], tuple[dict[str, object], dict[str, object]]]
 
     def __init__(self, rng: random.Random, start_ms: int) -> None:
         self.rng = rng
@@ -112,6 +124,13 @@ class EventFactory:
         def timestamp(span: int) -> object:
             nonlocal built
             ms = start_ms - 1 - int(random_() * span)
+            built += 1
+            if built % iso_every == 0:
+                return iso_timestamp(ms)
+            return ms
+
+        def stamp(ms: int) -> object:
+            nonlocal built
             built += 1
             if built % iso_every == 0:
                 return iso_timestamp(ms)
@@ -215,7 +234,55 @@ class EventFactory:
                     "locale": locales[int(random_() * 5.0)],
                     "prompt_chars": request_tokens * 4,
                 },
+                "analysis_id": uid(getrandbits(128)),
+                "actor": users[u],
             }
+
+        earliest = start_ms - window
+        queued_actor = s.LIFECYCLE_QUEUED_ACTOR
+        workers = tuple(f"worker-{n}" for n in range(1, s.LIFECYCLE_WORKERS + 1))
+
+        def change(final: dict[str, object], status: str, ms: int) -> dict[str, object]:
+            return {
+                "type": "analysis",
+                "event_id": uid(getrandbits(128)),
+                "occurred_at": stamp(ms),
+                "model_type": final["model_type"],
+                "status": status,
+                "user_id": final["user_id"],
+                "organization_id": final["organization_id"],
+                "entry_id": final["entry_id"],
+                "model_version": final["model_version"],
+                "analysis_version": final["analysis_version"],
+                "request_tokens": 0,
+                "response_tokens": 0,
+                "tokens_used": 0,
+                "api_cost_usd": 0.0,
+                "processing_time_ms": None,
+                "queue_wait_time_ms": None,
+                "total_processing_time_ms": None,
+                "caching_used": False,
+                "batch_processed": False,
+                "region_processed": None,
+                "processing_attempts": 1,
+                "fallback_used": False,
+                "error_type": None,
+                "metadata": None,
+                "analysis_id": final["analysis_id"],
+                "actor": queued_actor,
+            }
+
+        def lifecycle(final: dict[str, object]) -> tuple[dict[str, object], dict[str, object]]:
+            at = final["occurred_at"]
+            final_ms = at if isinstance(at, int) else _epoch_ms(at)
+            pt, qw = final["processing_time_ms"], final["queue_wait_time_ms"]
+            assert isinstance(pt, float) and isinstance(qw, float)
+            queued = change(final, "queued", max(final_ms - int(pt + qw), earliest))
+            processing = change(final, "processing", max(final_ms - int(pt), earliest))
+            processing["queue_wait_time_ms"] = qw
+            processing["region_processed"] = final["region_processed"]
+            processing["actor"] = workers[getrandbits(8) % len(workers)]
+            return queued, processing
 
         levels = _table(s.LOG_LEVELS)
         messages = s.LOG_MESSAGES
@@ -247,47 +314,197 @@ class EventFactory:
                 "session_id": session_id,
             }
 
+        # Each series draws its value as integer thousandths (at most 3 decimals: the
+        # totals sum them exactly).
+        def duration_milli() -> int:
+            milli = int(exp(gauss(rt_mu, rt_sigma)) * 1000.0 + 0.5)
+            return milli if milli < 60_000_000 else 60_000_000
+
+        def queue_depth_milli() -> int:
+            return int(expovariate(0.04)) * 1000  # mean 25 items
+
+        def pool_milli() -> int:
+            return int(random_() * 51.0) * 1000  # 0..50 connections
+
+        def rss_milli() -> int:
+            return (200_000_000 + int(random_() * 1_800_000_000)) * 1000  # 0.2..2 GB
+
+        def offset_milli() -> int:
+            milli = int(gauss(0.0, 5000.0))  # ms, centred on 0, both signs
+            return max(-50_000, min(milli, 50_000))
+
+        value_of = {
+            "http.server.duration": duration_milli,
+            "queue.depth": queue_depth_milli,
+            "db.pool.in_use": pool_milli,
+            "worker.rss": rss_milli,
+            "clock.offset": offset_milli,
+        }
+        series_cum = _cumulative(tuple(w for _, _, w in s.METRIC_SERIES))
+        series = tuple((name, unit, value_of[name]) for name, unit, _ in s.METRIC_SERIES)
+        instances = s.METRIC_INSTANCES
+        tagged = s.METRIC_TAGGED_RATE
+
+        def performance_metric() -> dict[str, object]:
+            name, unit, milli = series[bisect(series_cum, random_())]
+            bits = getrandbits(8)
+            return {
+                "type": "performance_metric",
+                "event_id": uid(getrandbits(128)),
+                "occurred_at": timestamp(window),
+                "name": name,
+                "value": milli() / 1000.0,
+                "unit": unit,
+                "service": services[bisect(service_cum, random_())],
+                "instance": instances[bits & 3],
+                "tags": {"region": regions[(bits >> 2) & 3]} if random_() < tagged else {},
+            }
+
+        actor_types = _table(s.AUDIT_ACTORS)
+        action_cum = _cumulative(tuple(w for _, _, w in s.AUDIT_ACTIONS))
+        actions = tuple((action, entity) for action, entity, _ in s.AUDIT_ACTIONS)
+        roles = ("viewer", "analyst", "admin")
+        scopes = (["usage:read"], ["usage:read", "analyses:read"], ["events:write"])
+
+        def audit() -> dict[str, object]:
+            actor_type = actor_types[int(random_() * 100.0)]
+            u = user()
+            if actor_type == "user":
+                actor: str = users[u]
+            elif actor_type == "service":
+                actor = services[bisect(service_cum, random_())]
+            else:
+                actor = "system"
+            action, entity_type = actions[bisect(action_cum, random_())]
+            bits = getrandbits(8)
+            before: dict[str, object] | None = None
+            after: dict[str, object] | None = None
+            if entity_type == "analysis":
+                entity_id = uid(getrandbits(128))
+                before = {"status": "completed", "model_type": models[bits % len(models)][0]}
+            elif entity_type == "api_key":
+                entity_id = f"key-{getrandbits(32):08x}"
+                if action == "api_key.created":
+                    after = {"name": f"key {bits}", "scopes": scopes[bits % len(scopes)]}
+                else:
+                    before, after = {"active": True}, {"active": False}
+            elif entity_type == "member":
+                entity_id = users[user()]
+                after = {"role": roles[bits % len(roles)]}
+            else:
+                entity_id = orgs[u]
+                days = (30, 90, 365)
+                before = {"retention_days": days[bits % 3]}
+                after = {"retention_days": days[(bits + 1) % 3]}
+            return {
+                "type": "audit",
+                "event_id": uid(getrandbits(128)),
+                "occurred_at": timestamp(window),
+                "actor": actor,
+                "actor_type": actor_type,
+                "action": action,
+                "entity_type": entity_type,
+                "entity_id": entity_id,
+                "organization_id": orgs[u],
+                "request_id": None if actor_type == "system" else f"req-{getrandbits(32):08x}",
+                "before": before,
+                "after": after,
+            }
+
         self.api_call = api_call
         self.analysis = analysis
+        self.lifecycle = lifecycle
         self.system_log = system_log
+        self.performance_metric = performance_metric
+        self.audit = audit
 
     def maker(self, kind: EventKind) -> Maker:
-        """A no-argument builder of valid (not late) events of ``kind``."""
-        if kind == EventKind.API_CALL:
-            return lambda: self.api_call(False)
-        if kind == EventKind.ANALYSIS:
-            return self.analysis
-        if kind == EventKind.SYSTEM_LOG:
-            return self.system_log
-        raise ValueError(f"unknown event kind {kind!r}")
+        """A no-argument builder of valid (not late, final) events of ``kind``."""
+        makers: dict[EventKind, Maker] = {
+            EventKind.API_CALL: lambda: self.api_call(False),
+            EventKind.ANALYSIS: self.analysis,
+            EventKind.SYSTEM_LOG: self.system_log,
+            EventKind.PERFORMANCE_METRIC: self.performance_metric,
+            EventKind.AUDIT: self.audit,
+        }
+        maker = makers.get(kind)
+        if maker is None:
+            raise ValueError(f"unknown event kind {kind!r}")
+        return maker
+
+
+def _epoch_ms(iso: object) -> int:
+    assert isinstance(iso, str)
+    return (datetime.fromisoformat(iso) - _EPOCH) // _ONE_MS
 
 
 def generate(spec: WorkloadSpec) -> Iterator[Item]:
     """Yield the items of ``spec`` (exactly ``spec.total_items``), deterministically.
 
-    Fresh items are drawn in proportion to what remains of each stream (API calls,
-    analyses, logs, poison of each kind), so every kind is spread evenly over the run.
-    Exactly ``spec.late`` API calls are late and exactly ``spec.duplicates`` analyses are
-    re-emitted (a shallow copy of the same event) within 1000 items of the original.
+    Fresh items come from one stream per kind of valid event and one per kind of poison,
+    each drawn in proportion to what remains of it, so every kind is spread evenly over
+    the run. Exactly ``spec.late`` API calls are late. Exactly ``spec.duplicates`` final
+    analysis events are re-emitted (a shallow copy of the same event) and exactly
+    ``spec.lifecycles`` analyses get their ``queued`` and ``processing`` state changes, all
+    of these within 1000 items after the final event.
     """
     rng = random.Random(spec.seed)
     random_ = rng.random
     factory = EventFactory(rng, spec.start_ms)
-    api_call, analysis, system_log = factory.api_call, factory.analysis, factory.system_log
-    poison = spec.poison_per_kind()
-    poison_iters = [
-        poison_items(
-            rng, kind, poison[kind], start_ms=spec.start_ms, make_valid=factory.maker(kind)
-        )
-        for kind in (EventKind.API_CALL, EventKind.ANALYSIS, EventKind.SYSTEM_LOG)
-    ]
-    n_api, n_analysis, n_log = spec.api_calls, spec.analyses, spec.logs
-    p_api, p_analysis, p_log = (poison[k] for k in EventKind)
-    late_left, dup_left = spec.late, spec.duplicates
-    remaining = n_api + n_analysis + n_log + p_api + p_analysis + p_log
+    api_call, analysis, lifecycle = factory.api_call, factory.analysis, factory.lifecycle
+    push = heapq.heappush
     pending: list[tuple[int, int, Item]] = []
-    emitted = 0
-    api_kind, analysis_kind, log_kind = EventKind.API_CALL, EventKind.ANALYSIS, EventKind.SYSTEM_LOG
+    """(due position, sequence number, item): items to emit later, earliest due first."""
+    emitted = queued = 0
+    late_left, dup_left, lifecycle_left = spec.late, spec.duplicates, spec.lifecycles
+    api_kind, analysis_kind = EventKind.API_CALL, EventKind.ANALYSIS
+
+    def api_item() -> Item:
+        nonlocal late_left
+        late = False
+        if late_left:  # selection sampling: exactly spec.late of the API calls
+            late = random_() * counts[0] < late_left
+            late_left -= late
+        return Item(api_kind, api_call(late))
+
+    def later(item: Item) -> None:
+        nonlocal queued
+        queued += 1
+        push(pending, (emitted + 1 + int(random_() * _DUPLICATE_DELAY), queued, item))
+
+    def analysis_item() -> Item:
+        nonlocal dup_left, lifecycle_left
+        event = analysis()
+        left = counts[1]
+        if dup_left and random_() * left < dup_left:
+            dup_left -= 1
+            later(Item(analysis_kind, dict(event)))
+        if lifecycle_left and random_() * left < lifecycle_left:
+            lifecycle_left -= 1
+            for earlier in lifecycle(event):
+                later(Item(analysis_kind, earlier))
+        return Item(analysis_kind, event)
+
+    def simple(kind: EventKind) -> Callable[[], Item]:
+        make = factory.maker(kind)
+        return lambda: Item(kind, make())
+
+    # The streams: (remaining count, maker of the next item). API calls first: the hot
+    # path finds its stream at the first comparison. Analyses second: analysis_item reads
+    # its count at counts[1].
+    valid = spec.valid_per_kind()
+    valid[EventKind.ANALYSIS] = spec.analyses  # lifecycle changes come with their analysis
+    counts: list[int] = [valid[EventKind.API_CALL], valid[EventKind.ANALYSIS]]
+    makers: list[Callable[[], Item]] = [api_item, analysis_item]
+    for kind in EventKind:
+        if kind not in (api_kind, analysis_kind):
+            counts.append(valid[kind])
+            makers.append(simple(kind))
+    for kind, n in spec.poison_per_kind().items():
+        counts.append(n)
+        maker = factory.maker(kind)
+        makers.append(poison_items(rng, kind, n, start_ms=spec.start_ms, make_valid=maker).__next__)
+    remaining = sum(counts)
 
     while remaining:
         while pending and pending[0][0] <= emitted:
@@ -297,37 +514,13 @@ def generate(spec: WorkloadSpec) -> Iterator[Item]:
         if r == remaining:
             r -= 1
         remaining -= 1
-        if r < n_api:
-            late = False
-            if late_left:  # selection sampling: exactly spec.late of the API calls
-                late = random_() * n_api < late_left
-                late_left -= late
-            n_api -= 1
-            yield Item(api_kind, api_call(late))
-        else:
-            r -= n_api
-            if r < n_analysis:
-                event = analysis()
-                if dup_left and random_() * n_analysis < dup_left:
-                    dup_left -= 1
-                    due = emitted + 1 + int(random_() * _DUPLICATE_DELAY)
-                    heapq.heappush(pending, (due, emitted, Item(analysis_kind, dict(event))))
-                n_analysis -= 1
-                yield Item(analysis_kind, event)
-            elif r - n_analysis < n_log:
-                n_log -= 1
-                yield Item(log_kind, system_log())
-            else:
-                r -= n_analysis + n_log
-                if r < p_api:
-                    p_api -= 1
-                    yield next(poison_iters[0])
-                elif r - p_api < p_analysis:
-                    p_analysis -= 1
-                    yield next(poison_iters[1])
-                else:
-                    p_log -= 1
-                    yield next(poison_iters[2])
+        i = 0
+        while r >= counts[i]:
+            r -= counts[i]
+            i += 1
+        item = makers[i]()  # reads counts[i] before it is decremented
+        counts[i] -= 1
+        yield item
         emitted += 1
     while pending:
         yield heapq.heappop(pending)[2]

@@ -1,12 +1,13 @@
 """Poison items: events and records the validator must reject, each with its expected reason.
 
 :func:`poison_items` cycles round-robin over every reason the validator can give an event
-of a kind (``VALIDATOR_REASONS``; ``too_large`` only for kinds with ``metadata``,
-``invalid_number`` only for kinds with numeric fields), and within a reason over a few
-variants. Record-level reasons (``malformed_json``, ``not_an_object``) are whole record
-values in :attr:`Item.raw`; the others are a valid event with exactly one defect in
-:attr:`Item.event`. ``Item.poison`` is the reason :func:`pipeline.contract.decode_record`
-gives it (``now_ms`` = the run start); the unit tests check this against the validator.
+of a kind (``VALIDATOR_REASONS``; ``too_large`` only for kinds with a JSON object field:
+``metadata``, ``before``/``after``; ``invalid_number`` only for kinds with numeric fields),
+and within a reason over a few variants. Record-level reasons (``malformed_json``,
+``not_an_object``) are whole record values in :attr:`Item.raw`; the others are a valid
+event with exactly one defect in :attr:`Item.event`. ``Item.poison`` is the reason
+:func:`pipeline.contract.decode_record` gives it (``now_ms`` = the run start); the unit
+tests check this against the validator.
 
 A poison event's ``event_id`` is a version-8 UUID, so it can never equal a generated valid
 event's id (those are version 4).
@@ -31,6 +32,7 @@ _V8_CLEAR: Final = ~((0xF000 << 64) | (0xC000 << 48))
 _V8_SET: Final = (8 << 76) | (0x8000 << 48)
 _FUTURE_MS: Final = 10 * 60_000
 _BIG_METADATA: Final = {"blob": "x" * 17_000}
+_MANY_TAGS: Final = {f"t{i}": "v" for i in range(17)}
 
 _RECORDS: Final[dict[Reason, tuple[bytes, ...]]] = {
     Reason.MALFORMED_JSON: (
@@ -55,6 +57,16 @@ def _set(field: str, value: object) -> Defect:
 def _drop(field: str) -> Defect:
     def defect(event: Event, start_ms: int) -> None:
         del event[field]
+
+    return defect
+
+
+def _tag(key: object, value: object) -> Defect:
+    """Adds one (key, value) pair to the event's tags (a fresh object)."""
+
+    def defect(event: Event, start_ms: int) -> None:
+        tags = event.get("tags")
+        event["tags"] = {**(tags if isinstance(tags, dict) else {}), key: value}
 
     return defect
 
@@ -119,11 +131,15 @@ _DEFECTS: Final[dict[EventKind, dict[Reason, tuple[Defect, ...]]]] = {
             _set("metadata", [1, 2]),
             _set("api_cost_usd", "0.01"),
             _set("processing_attempts", 1.0),
+            _set("analysis_id", 42),
+            _set("actor", ["worker-1"]),
         ),
         Reason.STRING_TOO_LONG: (
             _set("model_type", "m" * 65),
             _set("entry_id", "e" * 129),
             _set("region_processed", "r" * 65),
+            _set("analysis_id", "a" * 129),
+            _set("actor", "w" * 257),
         ),
         Reason.INVALID_NUMBER: (
             _set("request_tokens", -5),
@@ -135,6 +151,7 @@ _DEFECTS: Final[dict[EventKind, dict[Reason, tuple[Defect, ...]]]] = {
             _set("status", "done"),
             _set("processing_attempts", 0),
             _set("model_type", ""),
+            _set("analysis_id", ""),
         ),
         Reason.TOO_LARGE: (_set("metadata", _BIG_METADATA),),
     },
@@ -157,6 +174,74 @@ _DEFECTS: Final[dict[EventKind, dict[Reason, tuple[Defect, ...]]]] = {
             _set("service", ""),
         ),
         Reason.TOO_LARGE: (_set("metadata", _BIG_METADATA),),
+    },
+    EventKind.PERFORMANCE_METRIC: {
+        Reason.UNKNOWN_EVENT_TYPE: (_set("type", "audit"), _set("type", "metric")),
+        Reason.MISSING_FIELD: (_drop("name"), _set("value", None), _drop("service")),
+        Reason.WRONG_TYPE: (
+            _set("value", "12.5"),  # JSON has no NaN: a string is the non-number it can carry
+            _set("value", True),
+            _set("name", 42),
+            _set("unit", 1),
+            _set("instance", 0),
+            _set("tags", ["region", "eu-west-1"]),
+            _tag("region", 3),
+        ),
+        Reason.STRING_TOO_LONG: (
+            _set("name", "n" * 129),
+            _set("unit", "u" * 33),
+            _set("service", "s" * 65),
+            _set("instance", "i" * 129),
+            _tag("k" * 65, "v"),
+            _tag("region", "r" * 257),
+        ),
+        Reason.INVALID_NUMBER: (
+            _set("value", 2e15),
+            _set("value", -1e16),
+            _set("value", 10**16),
+            _set("value", 1e308),
+        ),
+        Reason.INVALID_VALUE: (
+            _set("name", ""),
+            _set("service", ""),
+            _set("tags", _MANY_TAGS),
+            _tag("", "v"),
+        ),
+    },
+    EventKind.AUDIT: {
+        Reason.UNKNOWN_EVENT_TYPE: (_set("type", "system_log"), _set("type", "audit_event")),
+        Reason.MISSING_FIELD: (
+            _drop("actor"),
+            _set("actor", None),
+            _drop("actor_type"),
+            _drop("action"),
+            _set("entity_type", None),
+            _drop("entity_id"),
+        ),
+        Reason.WRONG_TYPE: (
+            _set("actor", 42),
+            _set("actor_type", 1),
+            _set("action", ["analysis.deleted"]),
+            _set("entity_id", 12345),
+            _set("before", "status=completed"),
+            _set("after", [1, 2]),
+            _set("request_id", 7),
+        ),
+        Reason.STRING_TOO_LONG: (
+            _set("actor", "a" * 257),
+            _set("action", "a" * 129),
+            _set("entity_type", "e" * 65),
+            _set("entity_id", "e" * 257),
+            _set("organization_id", "o" * 129),
+            _set("request_id", "r" * 129),
+        ),
+        Reason.INVALID_VALUE: (
+            _set("actor_type", "robot"),
+            _set("actor", ""),
+            _set("action", ""),
+            _set("entity_id", ""),
+        ),
+        Reason.TOO_LARGE: (_set("before", _BIG_METADATA), _set("after", _BIG_METADATA)),
     },
 }
 

@@ -1,14 +1,16 @@
 """The standard workload's parameters, its fixed distributions and the item it yields.
 
-:class:`WorkloadSpec` says how big a run is and which optional defects it carries (poison,
-late events, duplicates); everything else about the standard workload (see
-``/work/shared/workloads.md``) is fixed here as module constants so every benchmark and
-end-to-end test draws from the same distributions. :class:`Item` is one unit of the
-generated stream: a valid wire event, or a poison event/record with the reason the
-validator must give it.
+:class:`WorkloadSpec` says how big a run is, how many events of each kind it holds per API
+call and which optional defects it carries (poison, late events, duplicates); everything
+else about the standard workload (see ``/work/shared/workloads.md``) is fixed here as
+module constants so every benchmark and end-to-end test draws from the same distributions.
+:class:`Item` is one unit of the generated stream: a valid wire event, or a poison
+event/record with the reason the validator must give it.
 
 Counts derived from a spec are exact (not sampled): a spec with ``api_calls=1000`` yields
-exactly 1000 API-call events, ``analyses`` analysis events, and so on.
+exactly 1000 API-call events, ``analyses`` analyses (each one final analysis event, some
+preceded by ``queued`` and ``processing`` state changes), ``metrics`` performance metrics,
+``audits`` audit events, and so on.
 """
 
 from __future__ import annotations
@@ -144,6 +146,11 @@ QUEUE_WAIT_MEAN_MS: Final = 200.0
 CACHING_RATE: Final = 0.2
 BATCH_RATE: Final = 0.1
 
+LIFECYCLE_QUEUED_ACTOR: Final = "scheduler"
+"""actor of a lifecycle's ``queued`` state change."""
+LIFECYCLE_WORKERS: Final = 4
+"""actor of a ``processing`` state change: ``worker-1`` .. ``worker-4``."""
+
 # --- System logs ----------------------------------------------------------------------
 LOG_LEVELS: Final = (("info", 80), ("warn", 12), ("error", 6), ("debug", 2))
 LOG_MESSAGES: Final[dict[str, tuple[str, ...]]] = {
@@ -152,6 +159,32 @@ LOG_MESSAGES: Final[dict[str, tuple[str, ...]]] = {
     "error": ("upstream timeout", "database connection reset", "unhandled exception"),
     "debug": ("cache lookup", "feature flag evaluated"),
 }
+
+# --- Performance metrics ---------------------------------------------------------------
+METRIC_SERIES: Final = (
+    # name, unit, weight %: values are generated with at most 3 decimals (sums are exact in
+    # integer thousandths); clock.offset may be negative
+    ("http.server.duration", "ms", 40),
+    ("queue.depth", "1", 20),
+    ("db.pool.in_use", "1", 15),
+    ("worker.rss", "bytes", 15),
+    ("clock.offset", "ms", 10),
+)
+METRIC_INSTANCES: Final = ("i-0", "i-1", "i-2", "i-3")
+METRIC_TAGGED_RATE: Final = 0.5
+"""Fraction of metric events with ``tags = {"region": ...}``; the others have ``{}``."""
+
+# --- Audit events -------------------------------------------------------------------------
+AUDIT_ACTIONS: Final = (
+    # action, entity_type, weight %
+    ("analysis.deleted", "analysis", 25),
+    ("api_key.created", "api_key", 20),
+    ("api_key.revoked", "api_key", 10),
+    ("member.invited", "member", 20),
+    ("settings.updated", "organization_settings", 25),
+)
+AUDIT_ACTORS: Final = (("user", 70), ("service", 20), ("system", 10))
+"""actor_type weights: a user (Zipf like the API calls), a service name, or ``system``."""
 
 ISO_EVERY: Final = 10
 """Every ISO_EVERY-th generated event writes occurred_at as an ISO-8601 string."""
@@ -215,12 +248,19 @@ class WorkloadSpec:
     - ``seed``: the same spec always yields byte-identical items.
     - ``api_calls``: number of valid API-call events.
     - ``start_ms``: the run start (epoch ms); events occur in the 6 hours before it.
-    - ``analyses_per_api_call`` / ``logs_per_api_call``: 0.1 and 0.05 by default.
+    - ``analyses_per_api_call`` / ``logs_per_api_call`` / ``metrics_per_api_call`` /
+      ``audits_per_api_call``: 0.1, 0.05, 0.05 and 0.01 by default (analyses counted by
+      their final state change).
+    - ``lifecycle_fraction``: fraction of analyses (0.2 by default) preceded by two state
+      changes of the same ``analysis_id``, ``queued`` then ``processing`` (no tokens, no
+      cost), that occur before the final event but are emitted after it (within 1000
+      items): they arrive out of order.
     - ``invalid_fraction``: poison items added, as a fraction of the valid events (split
       over the kinds in proportion to their valid counts).
     - ``late_fraction``: fraction of API calls that occur up to 30 days before the start.
-    - ``duplicate_fraction``: fraction of analyses re-emitted later with the same
-      event_id and identical content (stored once; counted once by the totals).
+    - ``duplicate_fraction``: fraction of analyses whose final event is re-emitted later
+      with the same event_id and identical content (stored once; counted once by the
+      totals).
     """
 
     seed: int = 42
@@ -228,6 +268,9 @@ class WorkloadSpec:
     start_ms: int
     analyses_per_api_call: float = 0.1
     logs_per_api_call: float = 0.05
+    metrics_per_api_call: float = 0.05
+    audits_per_api_call: float = 0.01
+    lifecycle_fraction: float = 0.2
     invalid_fraction: float = 0.0
     late_fraction: float = 0.0
     duplicate_fraction: float = 0.0
@@ -238,14 +281,32 @@ class WorkloadSpec:
         _check_int("start_ms", self.start_ms, LATE_WINDOW_MS)
         _check_fraction("analyses_per_api_call", self.analyses_per_api_call, 10.0)
         _check_fraction("logs_per_api_call", self.logs_per_api_call, 10.0)
+        _check_fraction("metrics_per_api_call", self.metrics_per_api_call, 10.0)
+        _check_fraction("audits_per_api_call", self.audits_per_api_call, 10.0)
+        _check_fraction("lifecycle_fraction", self.lifecycle_fraction, 1.0)
         _check_fraction("invalid_fraction", self.invalid_fraction, 1.0)
         _check_fraction("late_fraction", self.late_fraction, 1.0)
         _check_fraction("duplicate_fraction", self.duplicate_fraction, 1.0)
 
     @property
     def analyses(self) -> int:
-        """Number of distinct valid analysis events."""
+        """Number of analyses (distinct ``analysis_id`` values), i.e. of final analysis events."""
         return round(self.api_calls * self.analyses_per_api_call)
+
+    @property
+    def lifecycles(self) -> int:
+        """Number of analyses preceded by a ``queued`` and a ``processing`` state change."""
+        return round(self.analyses * self.lifecycle_fraction)
+
+    @property
+    def lifecycle_changes(self) -> int:
+        """Number of extra (``queued`` / ``processing``) analysis events: two per lifecycle."""
+        return 2 * self.lifecycles
+
+    @property
+    def analysis_events(self) -> int:
+        """Distinct valid analysis events: the final ones and the lifecycle changes."""
+        return self.analyses + self.lifecycle_changes
 
     @property
     def logs(self) -> int:
@@ -253,9 +314,29 @@ class WorkloadSpec:
         return round(self.api_calls * self.logs_per_api_call)
 
     @property
+    def metrics(self) -> int:
+        """Number of valid performance-metric events."""
+        return round(self.api_calls * self.metrics_per_api_call)
+
+    @property
+    def audits(self) -> int:
+        """Number of valid audit events."""
+        return round(self.api_calls * self.audits_per_api_call)
+
+    def valid_per_kind(self) -> dict[EventKind, int]:
+        """Distinct valid events of each kind (duplicates not included), every kind present."""
+        return {
+            EventKind.API_CALL: self.api_calls,
+            EventKind.ANALYSIS: self.analysis_events,
+            EventKind.SYSTEM_LOG: self.logs,
+            EventKind.PERFORMANCE_METRIC: self.metrics,
+            EventKind.AUDIT: self.audits,
+        }
+
+    @property
     def valid_events(self) -> int:
         """Distinct valid events of all kinds (duplicates not included)."""
-        return self.api_calls + self.analyses + self.logs
+        return sum(self.valid_per_kind().values())
 
     @property
     def late(self) -> int:
@@ -264,7 +345,7 @@ class WorkloadSpec:
 
     @property
     def duplicates(self) -> int:
-        """Number of analysis events emitted a second time."""
+        """Number of (final) analysis events emitted a second time."""
         return round(self.analyses * self.duplicate_fraction)
 
     @property
@@ -273,17 +354,16 @@ class WorkloadSpec:
         return round(self.valid_events * self.invalid_fraction)
 
     def poison_per_kind(self) -> dict[EventKind, int]:
-        """The poison count split over kinds in proportion to their valid counts."""
-        total, valid = self.poison, self.valid_events
+        """The poison count split over every kind in proportion to its valid count (rounded
+        down; the remainder goes to the first kind, API calls)."""
+        total, per_kind = self.poison, self.valid_per_kind()
+        valid = sum(per_kind.values())
         if total == 0 or valid == 0:
             return dict.fromkeys(EventKind, 0)
-        analyses = total * self.analyses // valid
-        logs = total * self.logs // valid
-        return {
-            EventKind.API_CALL: total - analyses - logs,
-            EventKind.ANALYSIS: analyses,
-            EventKind.SYSTEM_LOG: logs,
-        }
+        split = {kind: total * n // valid for kind, n in per_kind.items()}
+        first = next(iter(EventKind))
+        split[first] += total - sum(split.values())
+        return split
 
     @property
     def total_items(self) -> int:

@@ -6,14 +6,24 @@ the figures, poison ones into invalid counts):
 - API calls per (service, UTC hour of occurred_at): requests, successes, errors, tokens,
   cost and the sum of response_time_ms (what ``api_usage`` holds, summed over the other
   key columns);
-- analyses: rows (one per distinct event_id: a re-emitted duplicate is counted once),
-  tokens_used, api cost, rows per model_type; system logs: rows (distinct event_ids);
+- analysis state changes: rows (one per distinct event_id: a re-emitted duplicate is
+  counted once), tokens_used, api cost, rows per model_type (``ai_analysis``); analyses:
+  distinct ``analysis_id`` values and how many are in each CURRENT status, the status of
+  their latest change by (occurred_at, status rank, event_id) (``analysis_lifecycle``);
+- system logs: rows (distinct event_ids);
+- performance metrics per (name, service, UTC hour): samples, value sum, min and max (what
+  ``performance_metrics`` holds, summed over instance, unit and tags; an aggregate, so a
+  re-sent event would count twice there and here), and raw sample rows (distinct event_ids,
+  ``performance_samples``);
+- audit events: rows (distinct event_ids) in all and per action (``audit_trail`` rows of
+  source ``event``);
 - invalid items per (kind, reason).
 
-Money is kept in integer units of 1e-8 USD and response times in integer microseconds
-(every generated value has at most 8 and 3 decimals), so sums are exact and independent of
-order. The same class holds figures read back from PostgreSQL (:meth:`add_api_bucket` and
-the public fields), and :meth:`compare` lists the differences.
+Money is kept in integer units of 1e-8 USD, response times in integer microseconds and
+metric values in integer thousandths (every generated value has at most 8, 3 and 3
+decimals), so sums are exact and independent of order. The same class holds figures read
+back from PostgreSQL (:meth:`add_api_bucket`, :meth:`add_metric_bucket` and the public
+fields), and :meth:`compare` lists the differences.
 """
 
 from __future__ import annotations
@@ -29,12 +39,20 @@ import orjson
 from pipeline.contract import EventKind, Reason
 from pipeline.workload.spec import HOUR_MS, Item
 
-__all__ = ["ApiBucket", "ExpectedTotals", "format_usd", "occurred_ms", "usd_e8"]
+__all__ = ["ApiBucket", "ExpectedTotals", "MetricBucket", "format_usd", "occurred_ms", "usd_e8"]
 
 _E8: Final = 100_000_000
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS: Final = timedelta(milliseconds=1)
-_FORMAT: Final = 1
+_FORMAT: Final = 2
+_STATUS_RANK: Final[Mapping[str, int]] = {
+    "queued": 0,
+    "processing": 1,
+    "fallback": 2,
+    "failed": 3,
+    "completed": 4,
+}
+"""The order of analysis statuses at equal occurred_at (then event_id decides)."""
 
 
 def occurred_ms(value: object) -> int:
@@ -60,8 +78,21 @@ def format_usd(e8: int) -> str:
 
 
 def _format_us(us: int) -> str:
+    """Integer thousandths (µs as ms, or a metric value) as a decimal with 3 places."""
     sign, us = ("-", -us) if us < 0 else ("", us)
     return f"{sign}{us // 1000}.{us % 1000:03d}"
+
+
+def _milli(value: float | int | str | Decimal) -> int:
+    """A number as integer thousandths (a float rounded to the nearest)."""
+    if isinstance(value, float):
+        return round(value * 1000)
+    return int((Decimal(value) * 1000).to_integral_value())
+
+
+def _close(a: int, b: int) -> bool:
+    """Equal up to the rounding of a double-precision sum: 1 unit plus one part in 10^9."""
+    return abs(a - b) <= 1 + max(abs(a), abs(b)) // 1_000_000_000
 
 
 def _hour_iso(hour_ms: int) -> str:
@@ -101,19 +132,84 @@ class ApiBucket:
 
 
 @dataclass(slots=True)
+class MetricBucket:
+    """Performance-metric figures of one (name, service, hour); values in integer
+    thousandths of the metric's unit."""
+
+    samples: int = 0
+    value_milli: int = 0
+    min_milli: int = 0
+    max_milli: int = 0
+
+    def add(self, milli: int) -> None:
+        """Count one sample."""
+        if self.samples == 0:
+            self.min_milli = self.max_milli = milli
+        elif milli < self.min_milli:
+            self.min_milli = milli
+        elif milli > self.max_milli:
+            self.max_milli = milli
+        self.samples += 1
+        self.value_milli += milli
+
+    def merge(self, samples: int, value_milli: int, min_milli: int, max_milli: int) -> None:
+        """Add the figures of another bucket of the same key."""
+        if samples == 0:
+            return
+        if self.samples == 0:
+            self.min_milli, self.max_milli = min_milli, max_milli
+        else:
+            self.min_milli = min(self.min_milli, min_milli)
+            self.max_milli = max(self.max_milli, max_milli)
+        self.samples += samples
+        self.value_milli += value_milli
+
+    @property
+    def value_sum(self) -> float:
+        """The summed value."""
+        return self.value_milli / 1000.0
+
+    def _json(self) -> dict[str, object]:
+        return {
+            "samples": self.samples,
+            "value_sum": _format_us(self.value_milli),
+            "value_min": _format_us(self.min_milli),
+            "value_max": _format_us(self.max_milli),
+        }
+
+
+@dataclass(slots=True)
 class ExpectedTotals:
     """Totals of a workload run; see the module docstring. Start empty and :meth:`add`."""
 
     api: dict[tuple[str, int], ApiBucket] = field(default_factory=dict)
     """(service, hour start in epoch ms) -> bucket."""
     analysis_rows: int = 0
+    """Distinct analysis events (state changes): ``ai_analysis`` rows."""
     analysis_tokens_used: int = 0
     analysis_cost_e8: int = 0
     analysis_by_model: dict[str, int] = field(default_factory=dict)
+    analyses: int = 0
+    """Distinct analysis_ids: ``analysis_lifecycle`` rows."""
+    analysis_by_status: dict[str, int] = field(default_factory=dict)
+    """Analyses per current status (of their latest state change)."""
     system_log_rows: int = 0
+    metrics: dict[tuple[str, str, int], MetricBucket] = field(default_factory=dict)
+    """(name, service, hour start in epoch ms) -> bucket."""
+    metric_sample_rows: int = 0
+    """Distinct performance-metric events: ``performance_samples`` rows."""
+    audit_rows: int = 0
+    audit_by_action: dict[str, int] = field(default_factory=dict)
     invalid: dict[tuple[EventKind, Reason], int] = field(default_factory=dict)
-    _seen: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
-    """event_ids of analyses and logs already counted (not serialised)."""
+    _seen: dict[EventKind, set[str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """event_ids already counted, per kind stored once per event_id (not serialised)."""
+    _latest: dict[str, tuple[int, int, str, str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """analysis_id -> (occurred_at ms, status rank, event_id, status) of its latest change
+    (not serialised)."""
 
     @classmethod
     def of(cls, items: Iterable[Item]) -> ExpectedTotals:
@@ -131,7 +227,9 @@ class ExpectedTotals:
     def add(self, item: Item) -> None:
         """Count one generated item (a valid event, or a poison item by its reason).
 
-        Analyses and logs are counted once per event_id, as PostgreSQL stores them.
+        Events of the kinds PostgreSQL stores once per event_id (all but API calls) are
+        counted once per event_id; performance metrics also feed the hourly aggregate,
+        which (like ``performance_metrics``) counts every event it is given.
         """
         if item.poison is not None or item.event is None:
             key = (item.kind, item.poison or Reason.MALFORMED_JSON)
@@ -154,21 +252,58 @@ class ExpectedTotals:
             bucket.cost_e8 += usd_e8(_number(event.get("cost_usd")))
             bucket.response_time_us += round(_number(event["response_time_ms"]) * 1000)
             return
+        if kind == EventKind.PERFORMANCE_METRIC:
+            ms = occurred_ms(event["occurred_at"])
+            key3 = (str(event["name"]), str(event["service"]), ms - ms % HOUR_MS)
+            metric = self.metrics.get(key3)
+            if metric is None:
+                metric = self.metrics[key3] = MetricBucket()
+            metric.add(_milli(_number(event["value"])))
+        seen = self._seen.get(kind)
+        if seen is None:
+            seen = self._seen[kind] = set()
         event_id = str(event["event_id"])
-        if event_id in self._seen:
+        if event_id in seen:
             return
-        self._seen.add(event_id)
+        seen.add(event_id)
         if kind == EventKind.ANALYSIS:
-            self.analysis_rows += 1
-            tokens_used = event.get("tokens_used")
-            if not isinstance(tokens_used, int):  # the contract's default
-                tokens_used = _int(event.get("request_tokens")) + _int(event.get("response_tokens"))
-            self.analysis_tokens_used += tokens_used
-            self.analysis_cost_e8 += usd_e8(_number(event.get("api_cost_usd")))
-            model = str(event["model_type"])
-            self.analysis_by_model[model] = self.analysis_by_model.get(model, 0) + 1
-        else:
+            self._add_analysis(event, event_id)
+        elif kind == EventKind.SYSTEM_LOG:
             self.system_log_rows += 1
+        elif kind == EventKind.PERFORMANCE_METRIC:
+            self.metric_sample_rows += 1
+        else:
+            self.audit_rows += 1
+            action = str(event["action"])
+            self.audit_by_action[action] = self.audit_by_action.get(action, 0) + 1
+
+    def _add_analysis(self, event: Mapping[str, object], event_id: str) -> None:
+        self.analysis_rows += 1
+        tokens_used = event.get("tokens_used")
+        if not isinstance(tokens_used, int):  # the contract's default
+            tokens_used = _int(event.get("request_tokens")) + _int(event.get("response_tokens"))
+        self.analysis_tokens_used += tokens_used
+        self.analysis_cost_e8 += usd_e8(_number(event.get("api_cost_usd")))
+        model = str(event["model_type"])
+        self.analysis_by_model[model] = self.analysis_by_model.get(model, 0) + 1
+        analysis_id = event.get("analysis_id")
+        if analysis_id is None:  # the contract's default
+            analysis_id = event_id
+        status = str(event["status"])
+        change = (occurred_ms(event["occurred_at"]), _STATUS_RANK[status], event_id, status)
+        by_status = self.analysis_by_status
+        latest = self._latest.get(str(analysis_id))
+        if latest is None:
+            self.analyses += 1
+        elif change > latest:
+            old = latest[3]
+            by_status[old] -= 1
+            if not by_status[old]:
+                del by_status[old]
+        else:
+            return
+        self._latest[str(analysis_id)] = change
+        by_status[status] = by_status.get(status, 0) + 1
 
     def add_api_bucket(
         self,
@@ -198,6 +333,26 @@ class ExpectedTotals:
         bucket.cost_e8 += usd_e8(cost_usd)
         bucket.response_time_us += round(response_time_ms_sum * 1000)
 
+    def add_metric_bucket(
+        self,
+        name: str,
+        service: str,
+        hour: int | datetime,
+        *,
+        samples: int,
+        value_sum: float,
+        value_min: float,
+        value_max: float,
+    ) -> None:
+        """Add figures read back from PostgreSQL to the metric bucket of (name, service,
+        hour): ``value_sum`` the double-precision sum, ``value_min``/``value_max`` the
+        extremes. Merges with what the bucket holds (rows of several instances, units or tag
+        sets may be fed in)."""
+        if isinstance(hour, datetime):
+            hour = (hour - _EPOCH) // _ONE_MS
+        bucket = self.metrics.setdefault((name, service, hour - hour % HOUR_MS), MetricBucket())
+        bucket.merge(samples, _milli(value_sum), _milli(value_min), _milli(value_max))
+
     @property
     def api_requests(self) -> int:
         """All API calls counted."""
@@ -212,6 +367,11 @@ class ExpectedTotals:
     def analysis_cost_usd(self) -> Decimal:
         """The api_cost of all (distinct) analyses, exact."""
         return Decimal(format_usd(self.analysis_cost_e8))
+
+    @property
+    def metric_samples(self) -> int:
+        """All performance-metric samples aggregated (the sum of the buckets' samples)."""
+        return sum(b.samples for b in self.metrics.values())
 
     @property
     def invalid_by_reason(self) -> dict[Reason, int]:
@@ -232,9 +392,10 @@ class ExpectedTotals:
     def compare(self, other: ExpectedTotals, *, include_invalid: bool = True) -> list[str]:
         """Human-readable differences between these (expected) totals and ``other`` (actual).
 
-        Empty when they agree. Response-time sums may differ by rounding of a
-        double-precision sum (1 µs plus one part in 10^9); everything else must be equal.
-        ``include_invalid=False`` skips the invalid counts (PostgreSQL does not hold them).
+        Empty when they agree. Response-time and metric value sums may differ by rounding
+        of a double-precision sum (1 µs or 0.001 plus one part in 10^9); everything else
+        must be equal. ``include_invalid=False`` skips the invalid counts (PostgreSQL does
+        not hold them).
         """
         diffs: list[str] = []
         for key in sorted(self.api.keys() | other.api.keys(), key=lambda k: (k[1], k[0])):
@@ -249,10 +410,26 @@ class ExpectedTotals:
                 continue
             expected, actual = mine._json(), theirs._json()
             for name, value in expected.items():
-                if name == "response_time_ms_sum":
-                    a, b = mine.response_time_us, theirs.response_time_us
-                    if abs(a - b) <= 1 + max(abs(a), abs(b)) // 1_000_000_000:
-                        continue
+                if name == "response_time_ms_sum" and _close(
+                    mine.response_time_us, theirs.response_time_us
+                ):
+                    continue
+                if value != actual[name]:
+                    diffs.append(f"{where}: {name} expected {value}, got {actual[name]}")
+        for mkey in sorted(self.metrics.keys() | other.metrics.keys(), key=_metric_order):
+            where = f"performance_metric {mkey[0]} {mkey[1]} {_hour_iso(mkey[2])}"
+            mb, tb = self.metrics.get(mkey), other.metrics.get(mkey)
+            if tb is None:
+                assert mb is not None
+                diffs.append(f"{where}: missing (expected {mb.samples} samples)")
+                continue
+            if mb is None:
+                diffs.append(f"{where}: unexpected bucket ({tb.samples} samples)")
+                continue
+            expected, actual = mb._json(), tb._json()
+            for name, value in expected.items():
+                if name == "value_sum" and _close(mb.value_milli, tb.value_milli):
+                    continue
                 if value != actual[name]:
                     diffs.append(f"{where}: {name} expected {value}, got {actual[name]}")
         scalars: tuple[tuple[str, object, object], ...] = (
@@ -263,7 +440,10 @@ class ExpectedTotals:
                 format_usd(self.analysis_cost_e8),
                 format_usd(other.analysis_cost_e8),
             ),
+            ("analyses (distinct analysis_id)", self.analyses, other.analyses),
             ("system_log rows", self.system_log_rows, other.system_log_rows),
+            ("performance_metric sample rows", self.metric_sample_rows, other.metric_sample_rows),
+            ("audit rows", self.audit_rows, other.audit_rows),
         )
         for label, want, got in scalars:
             if want != got:
@@ -271,6 +451,10 @@ class ExpectedTotals:
         diffs += _diff_counts(
             "analysis model_type", self.analysis_by_model, other.analysis_by_model
         )
+        diffs += _diff_counts(
+            "analysis current status", self.analysis_by_status, other.analysis_by_status
+        )
+        diffs += _diff_counts("audit action", self.audit_by_action, other.audit_by_action)
         if include_invalid:
             diffs += _diff_counts(
                 "invalid",
@@ -295,8 +479,11 @@ class ExpectedTotals:
             "summary": {
                 "api_calls": self.api_requests,
                 "api_cost_usd": str(self.api_cost_usd),
-                "analyses": self.analysis_rows,
+                "analyses": self.analyses,
+                "analysis_events": self.analysis_rows,
                 "system_logs": self.system_log_rows,
+                "performance_metrics": self.metric_sample_rows,
+                "audit_events": self.audit_rows,
                 "invalid": sum(self.invalid.values()),
             },
             "api_call": [
@@ -308,16 +495,35 @@ class ExpectedTotals:
                 "tokens_used": self.analysis_tokens_used,
                 "api_cost_usd": format_usd(self.analysis_cost_e8),
                 "by_model_type": dict(sorted(self.analysis_by_model.items())),
+                "analyses": self.analyses,
+                "by_current_status": dict(sorted(self.analysis_by_status.items())),
             },
             "system_log": {"rows": self.system_log_rows},
+            "performance_metric": {
+                "sample_rows": self.metric_sample_rows,
+                "series": [
+                    {
+                        "hour": _hour_iso(hour),
+                        "name": name,
+                        "service": service,
+                        **self.metrics[(name, service, hour)]._json(),
+                    }
+                    for name, service, hour in sorted(self.metrics, key=_metric_order)
+                ],
+            },
+            "audit": {
+                "rows": self.audit_rows,
+                "by_action": dict(sorted(self.audit_by_action.items())),
+            },
             "invalid": invalid,
         }
         return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
     @classmethod
     def from_json(cls, data: bytes | str) -> ExpectedTotals:
-        """Parse :meth:`to_json` output. The result knows no event_ids: adding items to it
-        cannot recognise duplicates of items counted before serialisation."""
+        """Parse :meth:`to_json` output. The result knows no event_ids nor the latest state
+        change of each analysis: adding items to it cannot recognise duplicates of items
+        counted before serialisation."""
         doc: dict[str, Any] = orjson.loads(data)
         if doc.get("format") != _FORMAT:
             raise ValueError(f"unsupported totals format {doc.get('format')!r}")
@@ -330,18 +536,36 @@ class ExpectedTotals:
                 errors=row["errors"],
                 tokens=row["tokens"],
                 cost_e8=usd_e8(row["cost_usd"]),
-                response_time_us=int(Decimal(row["response_time_ms_sum"]) * 1000),
+                response_time_us=_milli(row["response_time_ms_sum"]),
             )
         analysis = doc["analysis"]
         totals.analysis_rows = analysis["rows"]
         totals.analysis_tokens_used = analysis["tokens_used"]
         totals.analysis_cost_e8 = usd_e8(analysis["api_cost_usd"])
         totals.analysis_by_model = dict(analysis["by_model_type"])
+        totals.analyses = analysis["analyses"]
+        totals.analysis_by_status = dict(analysis["by_current_status"])
         totals.system_log_rows = doc["system_log"]["rows"]
+        metric = doc["performance_metric"]
+        totals.metric_sample_rows = metric["sample_rows"]
+        for row in metric["series"]:
+            hour = (datetime.fromisoformat(row["hour"]) - _EPOCH) // _ONE_MS
+            totals.metrics[(row["name"], row["service"], hour)] = MetricBucket(
+                samples=row["samples"],
+                value_milli=_milli(row["value_sum"]),
+                min_milli=_milli(row["value_min"]),
+                max_milli=_milli(row["value_max"]),
+            )
+        totals.audit_rows = doc["audit"]["rows"]
+        totals.audit_by_action = dict(doc["audit"]["by_action"])
         for kind, counts in doc["invalid"].items():
             for reason, n in counts.items():
                 totals.invalid[(EventKind(kind), Reason(reason))] = n
         return totals
+
+
+def _metric_order(key: tuple[str, str, int]) -> tuple[int, str, str]:
+    return key[2], key[0], key[1]
 
 
 def _number(value: object) -> float:

@@ -24,10 +24,22 @@ from pipeline.workload import (
     organization_of,
     pack_stream,
 )
-from pipeline.workload.spec import HOUR_MS, LATE_WINDOW_MS, SERVICE_WEIGHTS, SERVICES, WINDOW_MS
+from pipeline.workload.spec import (
+    AUDIT_ACTIONS,
+    HOUR_MS,
+    LATE_WINDOW_MS,
+    METRIC_INSTANCES,
+    METRIC_SERIES,
+    REGIONS,
+    SERVICE_WEIGHTS,
+    SERVICES,
+    WINDOW_MS,
+)
 
 START = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 API, ANALYSIS, LOG = EventKind.API_CALL, EventKind.ANALYSIS, EventKind.SYSTEM_LOG
+METRIC, AUDIT = EventKind.PERFORMANCE_METRIC, EventKind.AUDIT
+FINAL = {"completed", "failed", "fallback"}
 
 
 def digest(spec: WorkloadSpec, shape: str = "batched") -> str:
@@ -75,6 +87,11 @@ def integer(event: dict[str, object], name: str) -> int:
         ({"late_fraction": -0.1}, "late_fraction must be between 0 and 1"),
         ({"duplicate_fraction": float("nan")}, "duplicate_fraction must be between"),
         ({"analyses_per_api_call": "0.1"}, "analyses_per_api_call must be a number"),
+        ({"metrics_per_api_call": -0.5}, "metrics_per_api_call must be between 0 and 10"),
+        ({"audits_per_api_call": 11}, "audits_per_api_call must be between 0 and 10"),
+        ({"audits_per_api_call": None}, "audits_per_api_call must be a number"),
+        ({"lifecycle_fraction": 1.01}, "lifecycle_fraction must be between 0 and 1"),
+        ({"lifecycle_fraction": True}, "lifecycle_fraction must be a number"),
         ({"seed": "42"}, "seed must be an integer"),
     ],
 )
@@ -94,9 +111,42 @@ def test_spec_defaults_and_derived_counts() -> None:
     )
     assert spec.seed == 42
     assert (spec.analyses, spec.logs, spec.late, spec.duplicates) == (100, 50, 20, 10)
-    assert spec.poison == 115
-    assert sum(spec.poison_per_kind().values()) == 115
-    assert spec.total_items == 1150 + 10 + 115
+    assert (spec.metrics, spec.audits) == (50, 10)
+    assert (spec.lifecycles, spec.lifecycle_changes, spec.analysis_events) == (20, 40, 140)
+    assert spec.valid_per_kind() == {API: 1000, ANALYSIS: 140, LOG: 50, METRIC: 50, AUDIT: 10}
+    assert spec.valid_events == 1250
+    assert spec.poison == 125
+    assert spec.poison_per_kind() == {API: 100, ANALYSIS: 14, LOG: 5, METRIC: 5, AUDIT: 1}
+    assert spec.total_items == 1250 + 10 + 125
+
+
+def test_poison_per_kind_covers_every_kind_in_proportion() -> None:
+    spec = WorkloadSpec(api_calls=100_000, start_ms=START, invalid_fraction=0.03)
+    split = spec.poison_per_kind()
+    assert list(split) == list(EventKind)
+    assert sum(split.values()) == spec.poison
+    valid = spec.valid_per_kind()
+    assert list(valid) == list(EventKind)
+    for kind in EventKind:
+        assert abs(split[kind] - spec.poison * valid[kind] / spec.valid_events) < 1 + len(valid)
+        assert split[kind] > 0
+    assert WorkloadSpec(api_calls=0, start_ms=START, invalid_fraction=0.5).poison_per_kind() == (
+        dict.fromkeys(EventKind, 0)
+    )
+
+
+def test_zero_ratios_give_a_single_kind() -> None:
+    spec = WorkloadSpec(
+        api_calls=500,
+        start_ms=START,
+        analyses_per_api_call=0,
+        logs_per_api_call=0,
+        metrics_per_api_call=0,
+        audits_per_api_call=0,
+        invalid_fraction=0.1,
+    )
+    assert {i.kind for i in generate(spec)} == {API}
+    assert spec.lifecycle_changes == 0
 
 
 def test_generate_yields_exact_counts() -> None:
@@ -111,8 +161,12 @@ def test_generate_yields_exact_counts() -> None:
     assert len(items) == spec.total_items
     valid = Counter(i.kind for i in items if i.poison is None)
     assert valid[API] == spec.api_calls
-    assert valid[ANALYSIS] == spec.analyses + spec.duplicates
+    assert valid[ANALYSIS] == spec.analyses + spec.lifecycle_changes + spec.duplicates
     assert valid[LOG] == spec.logs
+    assert valid[METRIC] == spec.metrics
+    assert valid[AUDIT] == spec.audits
+    statuses = Counter(e["status"] for e in events(items, ANALYSIS))
+    assert statuses["queued"] == statuses["processing"] == spec.lifecycles
     assert Counter(i.kind for i in items if i.poison) == {
         k: n for k, n in spec.poison_per_kind().items() if n
     }
@@ -228,7 +282,7 @@ def test_users_zipf_and_one_org_each(big: tuple[WorkloadSpec, list[Item]]) -> No
 
 def test_analysis_and_log_distributions(big: tuple[WorkloadSpec, list[Item]]) -> None:
     spec, items = big
-    analyses = events(items, ANALYSIS)
+    analyses = [e for e in events(items, ANALYSIS) if e["status"] in FINAL]
     assert len(analyses) == spec.analyses == 5000
     statuses = Counter(e["status"] for e in analyses)
     assert abs(statuses["completed"] / 5000 - 0.95) < 0.015
@@ -260,13 +314,74 @@ def test_analysis_and_log_distributions(big: tuple[WorkloadSpec, list[Item]]) ->
     assert {e["service"] for e in logs} == set(SERVICES)
 
 
+def test_metric_distributions(big: tuple[WorkloadSpec, list[Item]]) -> None:
+    spec, items = big
+    metrics = events(items, METRIC)
+    assert len(metrics) == spec.metrics == 2500
+    units = {name: unit for name, unit, _ in METRIC_SERIES}
+    names = Counter(e["name"] for e in metrics)
+    assert set(names) == set(units)
+    for name, _, weight in METRIC_SERIES:
+        assert abs(100 * names[name] / 2500 - weight) < 3.5, name
+    for e in metrics:
+        assert e["unit"] == units[str(e["name"])]
+        assert e["service"] in SERVICES
+        assert e["instance"] in METRIC_INSTANCES
+        assert e["tags"] == {} or (isinstance(e["tags"], dict) and list(e["tags"]) == ["region"]), (
+            e["tags"]
+        )
+        value = e["value"]
+        assert isinstance(value, float)
+        assert round(value * 1000) / 1000 == value  # at most 3 decimals: exact thousandths
+        if e["name"] != "clock.offset":
+            assert value >= 0
+    tagged = [e for e in metrics if e["tags"]]
+    assert abs(len(tagged) / 2500 - 0.5) < 0.05
+    assert {e["tags"]["region"] for e in tagged} == set(REGIONS)  # type: ignore[index]
+    offsets = [num(e, "value") for e in metrics if e["name"] == "clock.offset"]
+    assert min(offsets) < 0 < max(offsets)
+    rss = [num(e, "value") for e in metrics if e["name"] == "worker.rss"]
+    assert all(v == int(v) and 2e8 <= v <= 2e9 for v in rss)
+
+
+def test_audit_distributions(big: tuple[WorkloadSpec, list[Item]]) -> None:
+    spec, items = big
+    audits = events(items, AUDIT)
+    assert len(audits) == spec.audits == 500
+    entity_of = {action: entity for action, entity, _ in AUDIT_ACTIONS}
+    assert {e["action"] for e in audits} == set(entity_of)
+    types = Counter(e["actor_type"] for e in audits)
+    assert set(types) == {"user", "service", "system"}
+    assert abs(types["user"] / 500 - 0.7) < 0.07
+    for e in audits:
+        actor, kind = e["actor"], e["actor_type"]
+        if kind == "user":
+            assert isinstance(actor, str) and actor.startswith("user-")
+            assert e["organization_id"] == organization_of(actor)
+        elif kind == "service":
+            assert actor in SERVICES
+        else:
+            assert actor == "system"
+            assert e["request_id"] is None
+        if kind != "system":
+            assert isinstance(e["request_id"], str) and e["request_id"].startswith("req-")
+        assert isinstance(e["organization_id"], str) and e["organization_id"].startswith("org-")
+        assert e["entity_type"] == entity_of[str(e["action"])]
+        assert isinstance(e["entity_id"], str) and e["entity_id"]
+        for side in ("before", "after"):
+            assert e[side] is None or len(orjson.dumps(e[side])) < 100
+        if e["action"] == "settings.updated":
+            assert e["before"] != e["after"]
+            assert e["before"] is not None and e["after"] is not None
+
+
 def test_kinds_are_interleaved(big: tuple[WorkloadSpec, list[Item]]) -> None:
     _, items = big
-    for kind in (ANALYSIS, LOG):
+    for kind in (ANALYSIS, LOG, METRIC, AUDIT):
         positions = [i for i, item in enumerate(items) if item.kind is kind]
         quarter = len(items) // 4
         per_quarter = Counter(min(p // quarter, 3) for p in positions)
-        assert all(abs(per_quarter[q] / len(positions) - 0.25) < 0.04 for q in range(4))
+        assert all(abs(per_quarter[q] / len(positions) - 0.25) < 0.04 for q in range(4)), kind
 
 
 def test_occurred_at_in_window_and_both_formats(big: tuple[WorkloadSpec, list[Item]]) -> None:
@@ -295,6 +410,11 @@ def test_late_events_within_30_days() -> None:
     assert min(late) < START - 25 * 24 * HOUR_MS  # spread over the 30 days
 
 
+# A re-emitted item falls due within 1000 items of its original; a few more when several
+# fall due at the same position.
+LATER = 1010
+
+
 def test_duplicates_reemit_same_event_later() -> None:
     spec = WorkloadSpec(api_calls=5000, start_ms=START, duplicate_fraction=0.3)
     items = list(generate(spec))
@@ -308,11 +428,66 @@ def test_duplicates_reemit_same_event_later() -> None:
         if event_id in first:
             repeats += 1
             original = items[first[event_id]].event
-            assert orjson.dumps(item.event) == orjson.dumps(original)
-            assert 0 < position - first[event_id] <= 1001
+            assert orjson.dumps(item.event) == orjson.dumps(original)  # same analysis_id too
+            assert original is not None and item.event["analysis_id"] == original["analysis_id"]
+            assert 0 < position - first[event_id] <= LATER
         else:
             first[event_id] = position
     assert repeats == spec.duplicates == 150
+
+
+def test_every_analysis_event_has_an_analysis_id_and_an_actor(
+    big: tuple[WorkloadSpec, list[Item]],
+) -> None:
+    spec, items = big
+    ids: Counter[object] = Counter()
+    for e in events(items, ANALYSIS):
+        analysis_id = e["analysis_id"]
+        assert isinstance(analysis_id, str) and uuid.UUID(analysis_id).version == 4
+        assert analysis_id != e["event_id"]
+        ids[analysis_id] += 1
+        if e["status"] in FINAL:
+            assert e["actor"] == e["user_id"]
+    assert len(ids) == spec.analyses
+    assert Counter(ids.values()) == {1: spec.analyses - spec.lifecycles, 3: spec.lifecycles}
+
+
+def test_lifecycle_changes_occur_before_but_arrive_after_the_final_event() -> None:
+    spec = WorkloadSpec(api_calls=5000, start_ms=START, lifecycle_fraction=0.5)
+    items = list(generate(spec))
+    changes: dict[object, list[tuple[int, dict[str, object]]]] = defaultdict(list)
+    for position, item in enumerate(items):
+        if item.kind is ANALYSIS and item.event is not None:
+            changes[item.event["analysis_id"]].append((position, item.event))
+    lifecycles = [c for c in changes.values() if len(c) > 1]
+    assert len(lifecycles) == spec.lifecycles == 250
+    workers: Counter[object] = Counter()
+    for lifecycle in lifecycles:
+        assert len(lifecycle) == 3
+        (at_final, final), *later = lifecycle
+        assert final["status"] in FINAL  # emitted first...
+        by_status = {str(e["status"]): (p, e) for p, e in later}
+        assert set(by_status) == {"queued", "processing"}
+        for position, event in later:  # ...the earlier changes after it
+            assert 0 < position - at_final <= LATER
+            for name in ("model_type", "user_id", "organization_id", "entry_id"):
+                assert event[name] == final[name]
+            assert event["request_tokens"] == event["response_tokens"] == 0
+            assert event["tokens_used"] == 0
+            assert event["api_cost_usd"] == 0
+            assert event["event_id"] != final["event_id"]
+        queued, processing = by_status["queued"][1], by_status["processing"][1]
+        assert queued["actor"] == "scheduler"
+        workers[processing["actor"]] += 1
+        assert processing["queue_wait_time_ms"] == final["queue_wait_time_ms"]
+        t_final = occurred_ms(final["occurred_at"])
+        t_queued, t_processing = (occurred_ms(e["occurred_at"]) for e in (queued, processing))
+        assert START - WINDOW_MS <= t_queued <= t_processing <= t_final  # clamped to the window
+        if t_queued > START - WINDOW_MS:
+            wait, work = num(final, "queue_wait_time_ms"), num(final, "processing_time_ms")
+            assert t_final - t_processing == int(work)
+            assert t_final - t_queued == int(work + wait)
+    assert set(workers) == {"worker-1", "worker-2", "worker-3", "worker-4"}
 
 
 def test_poison_ids_never_collide_with_valid_ids() -> None:

@@ -12,13 +12,16 @@ from pipeline.contract import (
     VALIDATOR_REASONS,
     Analysis,
     ApiCall,
+    AuditEvent,
     EventKind,
+    PerformanceMetric,
     Reason,
     SystemLog,
     decode_record,
 )
 from pipeline.workload import (
     EventFactory,
+    ExpectedTotals,
     Item,
     WorkloadSpec,
     generate,
@@ -29,6 +32,8 @@ from pipeline.workload import (
 )
 
 START = 1_767_225_600_000
+ROUNDS = 12
+"""Rounds of every reason that reach every variant of every reason (checked below)."""
 
 
 def poison_of(kind: EventKind, n: int, seed: int = 7) -> list[Item]:
@@ -42,11 +47,24 @@ def record_value(item: Item) -> bytes:
 
 
 def test_reasons_cover_every_validator_reason() -> None:
-    assert Reason.TOO_LARGE not in reasons_for(EventKind.API_CALL)
-    assert Reason.INVALID_NUMBER not in reasons_for(EventKind.SYSTEM_LOG)
+    no_number = VALIDATOR_REASONS - {Reason.INVALID_NUMBER}
+    no_object = VALIDATOR_REASONS - {Reason.TOO_LARGE}
+    assert set(reasons_for(EventKind.API_CALL)) == no_object
     assert set(reasons_for(EventKind.ANALYSIS)) == VALIDATOR_REASONS
+    assert set(reasons_for(EventKind.SYSTEM_LOG)) == no_number
+    assert set(reasons_for(EventKind.PERFORMANCE_METRIC)) == no_object  # tags cannot be too large
+    assert set(reasons_for(EventKind.AUDIT)) == no_number  # no numeric field
     covered = {r for kind in EventKind for r in reasons_for(kind)}
     assert covered == VALIDATOR_REASONS
+
+
+def test_rounds_reach_every_variant() -> None:
+    from pipeline.workload import poison
+
+    for kind in EventKind:
+        for reason in reasons_for(kind):
+            variants = poison._DEFECTS[kind].get(reason, ()) + poison._COMMON.get(reason, ())
+            assert len(variants) <= ROUNDS, (kind, reason)
 
 
 @pytest.mark.parametrize("kind", list(EventKind))
@@ -63,8 +81,7 @@ def test_round_robin_covers_all_reasons(kind: EventKind) -> None:
 
 @pytest.mark.parametrize("kind", list(EventKind))
 def test_validator_gives_the_expected_reason(kind: EventKind) -> None:
-    # Six rounds: every variant of every reason (the longest list has six).
-    items = poison_of(kind, 6 * len(reasons_for(kind)))
+    items = poison_of(kind, ROUNDS * len(reasons_for(kind)))
     for item in items:
         valid, invalid = decode_record(kind, record_value(item), now_ms=START)
         assert valid == []
@@ -86,11 +103,42 @@ def test_poison_events_inside_an_array_are_rejected_alone(kind: EventKind) -> No
         assert len(invalid) == record.poison
 
 
+def variants(kind: EventKind, reason: Reason) -> list[dict[str, object]]:
+    reasons = reasons_for(kind)
+    items = poison_of(kind, ROUNDS * len(reasons))
+    return [i.event for i in items if i.poison is reason and i.event is not None]
+
+
+def test_audit_without_actor_is_missing_field() -> None:
+    events = variants(EventKind.AUDIT, Reason.MISSING_FIELD)
+    assert any("actor" not in e for e in events)
+    assert any("actor" in e and e["actor"] is None for e in events)
+
+
+def test_metric_value_defects() -> None:
+    numbers = variants(EventKind.PERFORMANCE_METRIC, Reason.INVALID_NUMBER)
+    values = [e["value"] for e in numbers]
+    assert all(isinstance(v, int | float) and abs(v) > 1e15 for v in values)
+    assert any(isinstance(v, int) for v in values) and any(v < 0 for v in values)  # type: ignore[operator]
+    wrong = variants(EventKind.PERFORMANCE_METRIC, Reason.WRONG_TYPE)
+    assert any(isinstance(e["value"], str) for e in wrong)  # JSON cannot carry NaN
+
+
+def test_poison_never_reaches_the_totals() -> None:
+    for kind in EventKind:
+        items = poison_of(kind, 2 * len(reasons_for(kind)))
+        totals = ExpectedTotals.of(items)
+        assert sum(totals.invalid.values()) == len(items)
+        assert totals.invalid_by_kind == {kind: len(items)}
+        empty = ExpectedTotals(invalid=totals.invalid)
+        assert totals == empty
+
+
 def test_generated_stream_agrees_with_validator() -> None:
     spec = WorkloadSpec(
         api_calls=10_000,
         start_ms=START,
-        invalid_fraction=0.05,
+        invalid_fraction=0.1,
         late_fraction=0.05,
         duplicate_fraction=0.05,
     )
@@ -109,15 +157,20 @@ def test_generated_stream_agrees_with_validator() -> None:
         assert event.kind is item.kind
         assert event.event_id == wire["event_id"]
         assert event.occurred_at_ms == occurred_ms(wire["occurred_at"])
+        # Every field is in the wire object, with the value the validator keeps.
+        assert event.to_wire() == {**wire, "occurred_at": event.occurred_at_ms}
         if isinstance(event, ApiCall):
             assert event.cost_usd == Decimal(str(wire["cost_usd"]))
-            assert event.to_wire() == {**wire, "occurred_at": event.occurred_at_ms}
         elif isinstance(event, Analysis):
             assert event.api_cost_usd == Decimal(str(wire["api_cost_usd"]))
-            assert event.to_wire() == {**wire, "occurred_at": event.occurred_at_ms}
+            assert event.analysis_id == wire["analysis_id"] != event.event_id
+        elif isinstance(event, PerformanceMetric):
+            assert event.value == wire["value"]
+            assert event.tags == wire["tags"]
+        elif isinstance(event, AuditEvent):
+            assert event.actor_type.value == wire["actor_type"]
         else:
             assert isinstance(event, SystemLog)
-            assert event.to_wire() == {**wire, "occurred_at": event.occurred_at_ms}
     assert seen == {(kind, r) for kind in EventKind for r in reasons_for(kind)}
 
 
