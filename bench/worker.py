@@ -342,6 +342,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         (Item(EventKind.SYSTEM_LOG, factory.system_log()) for _ in range(args.analyses)),
         "batched",
     )
+    samples = records_of(
+        (Item(EventKind.PERFORMANCE_METRIC, factory.performance_metric())
+         for _ in range(args.analyses)),
+        "batched",
+    )  # fmt: skip
+    audits = records_of(
+        (Item(EventKind.AUDIT, factory.audit()) for _ in range(args.analyses)), "batched"
+    )
     top, n = ceiling(batched[EventKind.API_CALL], now_ms)
     top_single, _ = ceiling(single[EventKind.API_CALL], now_ms)
     print(f"ceiling (decode+validate+aggregate, in process): {top:,.0f} events/s batched, "
@@ -365,6 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{single_rate / rate:.2f}")  # fmt: skip
         measured(stack, "analysis rows (ai_analysis)", analyses, args.analyses, "rows")
         measured(stack, "log rows (system_logs)", logs, args.analyses, "rows")
+        if (stack.source / "pipeline" / "kinds" / "audit.py").exists():  # a source with them
+            measured(stack, "metric samples (series + raw samples)", samples, args.analyses,
+                     "events")  # fmt: skip
+            measured(stack, "audit rows (audit_trail)", audits, args.analyses, "rows")
         p50, p99, count = asyncio.run(latency(stack, rate / 2, args.latency_seconds))
         print(f"latency at {rate / 2:,.0f} events/s (half the batched maximum), records of 100 "
               f"events: p50 {p50:.0f} ms, p99 {p99:.0f} ms over {count} records")  # fmt: skip

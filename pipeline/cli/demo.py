@@ -49,8 +49,8 @@ def register(commands: Any) -> None:
         "--events",
         type=int,
         default=1_000_000,
-        help="API-call events to produce, plus 1 analysis per 10 and 1 log per 20 "
-        "(default: 1,000,000, about a minute on 2 cores)",
+        help="API-call events to produce, plus 1 analysis per 10, 1 log and 1 metric per 20 "
+        "and 1 audit event per 100 (default: 1,000,000, about a minute on 2 cores)",
     )
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
     parser.add_argument(

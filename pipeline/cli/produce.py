@@ -77,7 +77,9 @@ def register(commands: Any, *, clock: Clock = _now_ms) -> None:
         description=(
             "Generate the standard workload (deterministic for --seed and --start-ms) and\n"
             "send it to Kafka as fast as possible or at --rate events/s. Analyses (1 per 10\n"
-            "API calls) and logs (1 per 20) follow --events. Poison records\n"
+            "API calls, a fifth of them with earlier queued/processing state changes sent\n"
+            "out of order), logs and performance metrics (1 per 20 each) and audit events\n"
+            "(1 per 100) follow --events, every kind to its own topic. Poison records\n"
             "(--invalid-fraction) go out unvalidated, every reason code in turn. --totals\n"
             "writes the exact figures PostgreSQL must end up holding (poison counted\n"
             "separately) once the broker has acknowledged everything (acks=all)."
@@ -105,7 +107,7 @@ def register(commands: Any, *, clock: Clock = _now_ms) -> None:
         type=_count,
         default=10_000,
         metavar="N",
-        help="API-call events to generate; analyses and logs follow the ratios (default: 10000)",
+        help="API-call events to generate; the other kinds follow the ratios (default: 10000)",
     )
     workload.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
     workload.add_argument(

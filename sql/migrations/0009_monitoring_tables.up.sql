@@ -25,7 +25,7 @@ SET LOCAL ROLE pipeline_migrator;
 --   bucket 2          0 < value <= 1e-3
 --   bucket k, 3..122  10^(-3 + (k-3)/10) < value <= 10^(-3 + (k-2)/10)   (ten per decade)
 --   bucket 123        value > 1e9
--- The workers fill them (pipeline/worker/metric_histogram.py); the functions here add and
+-- The workers fill them (pipeline/worker/metrics_aggregate.py); the functions here add and
 -- read them.
 
 -- Element-wise sum of two histograms. NULL is the empty histogram (so it also serves as the

@@ -114,8 +114,14 @@ def test_demo_runs_the_whole_pipeline_and_verifies_it() -> None:
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "applied 0002_event_tables" in out
-    assert "api-calls, analysis-events, system-logs, ingest-dlq (8 partitions each)" in out
+    assert (
+        "api-calls, analysis-events, system-logs, performance-metrics, audit-events, "
+        "ingest-dlq (8 partitions each)"
+    ) in out
     assert "Top users by API cost:" in out
     assert "AI models by cost:" in out
     assert "verification: OK, PostgreSQL holds exactly what the generator produced" in out
+    verdict = out[out.index("verification: OK") :]
+    for figure in ("analyses in", "state changes", "metric samples in", "audit events"):
+        assert figure in verdict, verdict
     assert "stopping the broker and PostgreSQL" in out
