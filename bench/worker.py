@@ -9,7 +9,9 @@ Measures, in one run, for the standard workload (../shared/workloads.md, seed 42
 2. end to end with one worker process: events/s from the first produce to the last offset
    committed in PostgreSQL (the ``ingest_offsets`` watermark), batched and single records,
    with the worker's CPU-seconds per million events and its peak RSS during that run;
-3. analysis rows/s end to end (analysis events only, batched);
+3. rows/s end to end of each other kind, batched, one kind at a time: analysis rows
+   (with their analysis_lifecycle upsert), log rows, metric samples (hourly series plus
+   raw samples) and audit rows (``--analyses`` events each);
 4. end-to-end latency p50/p99 at half the batched maximum rate (send time of a record to
    the moment the watermark covers it, polled every 10 ms), events stamped "now";
 5. the worker's peak RSS over the whole run.
