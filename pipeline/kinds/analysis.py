@@ -19,9 +19,12 @@ from pipeline.worker.writes import EPOCH_MS, Staged, Writer
 
 __all__ = ["ANALYSES", "LIFECYCLE", "SPEC", "analysis_rows", "insert_analyses"]
 
-# Every change of the batch is merged into its analysis's history; the trigger
-# analysis_lifecycle_derive (migration 0009) overwrites status, status_at, first_seen_at,
-# change_count, model_type, created_by and modified_by from the merged history, so the
+# Every change of the batch is merged into its analysis's history. The SELECT builds each
+# analysis's history of this batch already normalised (one entry per event_id, sorted by
+# (at_ms, status rank, event_id) as analysis_history_merge sorts), so a new analysis costs
+# no merge; an existing one merges in the ON CONFLICT branch. The trigger
+# analysis_lifecycle_derive (migration 0009) then sets status, status_at, first_seen_at,
+# change_count, model_type, created_by and modified_by from the ends of the history: the
 # values given for them here are only placeholders for the NOT NULL columns. Grouped and
 # ordered by analysis_id: one row per analysis per statement, locked in key order (no
 # deadlocks between sub-flushes).
@@ -29,14 +32,17 @@ LIFECYCLE = f"""
 INSERT INTO analysis_lifecycle AS l (
     analysis_id, organization_id, user_id, model_type, status, status_at, first_seen_at,
     change_count, modification_history)
-SELECT t.analysis_id, min(t.org_id), min(t.user_id), min(t.model_type), min(t.status),
-       {EPOCH_MS.format("min(t.ms)")}, {EPOCH_MS.format("min(t.ms)")}, count(*),
-       analysis_history_merge('[]'::jsonb, jsonb_agg(jsonb_build_object(
-           'event_id', t.event_id, 'at_ms', t.ms, 'status', t.status, 'actor', t.actor,
-           'model_type', t.model_type)))
-FROM {{stage}} AS t
-GROUP BY t.analysis_id
-ORDER BY t.analysis_id
+SELECT d.analysis_id, min(d.org_id), min(d.user_id), min(d.model_type), min(d.status),
+       {EPOCH_MS.format("min(d.ms)")}, {EPOCH_MS.format("min(d.ms)")}, count(*),
+       jsonb_agg(jsonb_build_object(
+           'event_id', d.event_id, 'at_ms', d.ms, 'status', d.status, 'actor', d.actor,
+           'model_type', d.model_type)
+           ORDER BY d.ms, analysis_status_rank(d.status), d.event_id::text COLLATE "C")
+FROM (SELECT DISTINCT ON (t.analysis_id, t.event_id) t.*
+      FROM {{stage}} AS t
+      ORDER BY t.analysis_id, t.event_id, t.ms, analysis_status_rank(t.status)) AS d
+GROUP BY d.analysis_id
+ORDER BY d.analysis_id
 ON CONFLICT (analysis_id) DO UPDATE SET
     modification_history = analysis_history_merge(l.modification_history,
                                                   excluded.modification_history),

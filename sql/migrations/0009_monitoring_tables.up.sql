@@ -597,15 +597,17 @@ CREATE INDEX analysis_lifecycle_org_first_seen
 CREATE INDEX analysis_lifecycle_in_progress ON analysis_lifecycle (status, status_at)
     WHERE status IN ('queued', 'processing');
 
--- Derive the state from the history, on every insert and update: the history is
--- normalised (merged with nothing: deduplicated and sorted), then status, model_type,
+-- Derive the state from the history, on every insert and update: status, model_type,
 -- status_at and modified_by come from its last entry, first_seen_at and created_by from
--- its first, change_count is its length. An empty history is refused.
+-- its first, change_count is its length. The history must be normalised (deduplicated and
+-- sorted, as analysis_history_merge returns it; the workers' insert builds it so): the
+-- trigger reads its ends and does not sort it again, which halved the cost of a lifecycle
+-- row (docs/performance.md). An empty history is refused.
 CREATE FUNCTION analysis_lifecycle_derive() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    h       jsonb := analysis_history_merge('[]'::jsonb, NEW.modification_history);
+    h       jsonb := NEW.modification_history;
     n       integer := jsonb_array_length(h);
     e_first jsonb;
     e_last  jsonb;
@@ -617,7 +619,6 @@ BEGIN
     END IF;
     e_first := h -> 0;
     e_last := h -> (n - 1);
-    NEW.modification_history := h;
     NEW.status := e_last ->> 'status';
     NEW.model_type := e_last ->> 'model_type';
     NEW.status_at := timestamptz 'epoch'
