@@ -6,8 +6,8 @@ Reading guide (one job per module, grouped by pipeline stage):
 - ``pipeline.errors``      the exception hierarchy and the one place asyncpg errors are classified.
 - ``pipeline.logs``        log output: text, or one JSON object per line.
 - ``pipeline.kafka``       Kafka client options, codecs, topic checks, batch headers.
+- ``pipeline.contract``    the event wire contract: typed events, validation, reasons.
 - ``pipeline.kinds``       each event kind declared once: topic, contract, writer, tables.
-- ``pipeline.contract``   the event wire contract: typed events, validation, reasons.
 - ``pipeline.worker``      the stream worker, stage by stage (its own reading guide).
 - ``pipeline.db``          connecting to PostgreSQL with the configured settings.
 - ``pipeline.embedded``    a Tansu broker and a PostgreSQL 16 started from PyPI wheels.

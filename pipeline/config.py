@@ -163,7 +163,7 @@ class TopicsConfig:
         unknown = set(self.sources) - {spec.kind for spec in KINDS}
         if unknown:
             raise ConfigError(f"no such event kind: {', '.join(sorted(unknown))}")
-        full = {spec.kind: self.sources.get(spec.kind) or spec.topic for spec in KINDS}
+        full = {spec.kind: self.sources.get(spec.kind, spec.topic) for spec in KINDS}
         object.__setattr__(self, "sources", MappingProxyType(full))
         names = (*full.values(), self.dead_letters)
         if len(set(names)) != len(names) or not all(names):

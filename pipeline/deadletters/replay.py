@@ -8,9 +8,10 @@ the compacted topic ``<dead-letter topic>.replayed`` (created on first use); a l
 reads the markers first and skips every key already marked. So running a replay twice does
 not publish twice.
 
-Why the marker matters: ``analysis`` and ``system_log`` events are stored once per
-``event_id`` (a duplicate is ignored by PostgreSQL), but ``api_call`` events are *added* to
-hourly buckets: the same event published twice is counted twice.
+Why the marker matters: ``analysis``, ``system_log`` and ``audit`` events are stored once
+per ``event_id`` (a duplicate is ignored by PostgreSQL), but ``api_call`` and
+``performance_metric`` events are *added* to hourly buckets or series: the same event
+published twice is counted twice.
 
 Remaining window: a crash (or a lost connection) after a chunk was published and before
 its markers were acknowledged leaves that chunk unmarked; running the replay again then

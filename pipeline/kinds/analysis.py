@@ -34,13 +34,18 @@ INSERT INTO analysis_lifecycle AS l (
     change_count, modification_history)
 SELECT d.analysis_id, min(d.org_id), min(d.user_id), min(d.model_type), min(d.status),
        {EPOCH_MS.format("min(d.ms)")}, {EPOCH_MS.format("min(d.ms)")}, count(*),
-       jsonb_agg(jsonb_build_object(
-           'event_id', d.event_id, 'at_ms', d.ms, 'status', d.status, 'actor', d.actor,
-           'model_type', d.model_type)
-           ORDER BY d.ms, analysis_status_rank(d.status), d.event_id::text COLLATE "C")
-FROM (SELECT DISTINCT ON (t.analysis_id, t.event_id) t.*
-      FROM {{stage}} AS t
-      ORDER BY t.analysis_id, t.event_id, t.ms, analysis_status_rank(t.status)) AS d
+       jsonb_agg(d.entry ORDER BY d.ms, analysis_status_rank(d.status),
+                                  d.event_id::text COLLATE "C")
+FROM (SELECT DISTINCT ON (e.analysis_id, e.event_id) e.*
+      FROM (SELECT t.analysis_id, t.event_id, t.ms, t.status, t.org_id, t.user_id,
+                   t.model_type,
+                   jsonb_build_object('event_id', t.event_id, 'at_ms', t.ms,
+                                      'status', t.status, 'actor', t.actor,
+                                      'model_type', t.model_type) AS entry
+            FROM {{stage}} AS t) AS e
+      -- The copy analysis_history_merge would keep of a repeated event_id.
+      ORDER BY e.analysis_id, e.event_id, e.ms, analysis_status_rank(e.status),
+               e.entry::text COLLATE "C") AS d
 GROUP BY d.analysis_id
 ORDER BY d.analysis_id
 ON CONFLICT (analysis_id) DO UPDATE SET
@@ -78,7 +83,7 @@ SELECT {EPOCH_MS.format("t.ms")}, t.event_id, t.user_id, t.org_id, t.entry_id, t
 FROM {{stage}} AS t
 ON CONFLICT (created_at, event_id) DO NOTHING
 """,
-    (LIFECYCLE,),
+    then=(LIFECYCLE,),
 )  # fmt: skip
 
 
@@ -114,5 +119,4 @@ SPEC: Final = KindSpec(
     topic="analysis-events",
     topic_setting="PIPELINE_TOPIC_ANALYSES",
     writer=Writer("ai_analysis", _prepare, ANALYSES.write),
-    label="analyses",
 )

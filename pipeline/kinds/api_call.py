@@ -84,5 +84,4 @@ SPEC: Final = KindSpec(
     topic="api-calls",
     topic_setting="PIPELINE_TOPIC_API_CALLS",
     writer=Writer("api_usage", _prepare, BUCKETS.write, aggregated=True),
-    label="API calls",
 )

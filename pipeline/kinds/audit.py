@@ -54,5 +54,4 @@ SPEC: Final = KindSpec(
     topic="audit-events",
     topic_setting="PIPELINE_TOPIC_AUDIT",
     writer=Writer("audit_trail", _prepare, AUDIT.write),
-    label="audit events",
 )

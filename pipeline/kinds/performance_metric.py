@@ -111,5 +111,4 @@ SPEC: Final = KindSpec(
         aggregated=True,
         also=("performance_samples",),
     ),
-    label="performance metrics",
 )

@@ -19,7 +19,6 @@ class KindSpec:
       overrides it (read only by :meth:`pipeline.config.Config.from_env`).
     - ``writer``: the tables and the SQL that store a batch of these events; its
       ``tables`` are all time-partitioned and each needs a ``partition_policies`` row.
-    - ``label``: a plural noun for people ("API calls"), used in CLI output.
     """
 
     kind: EventKind
@@ -27,9 +26,3 @@ class KindSpec:
     topic: str
     topic_setting: str
     writer: Writer
-    label: str
-
-    @property
-    def table(self) -> str:
-        """The table whose retention decides whether an event is still accepted."""
-        return self.writer.table

@@ -53,5 +53,4 @@ SPEC: Final = KindSpec(
     topic="system-logs",
     topic_setting="PIPELINE_TOPIC_LOGS",
     writer=Writer("system_logs", _prepare, LOGS.write),
-    label="logs",
 )

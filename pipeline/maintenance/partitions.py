@@ -169,10 +169,8 @@ async def _expired_lifecycles(conn: Any, now: datetime | None) -> int:
     if await conn.fetchval("SELECT to_regclass('analysis_lifecycle') IS NULL"):
         return 0
     count: int = await conn.fetchval(
-        "SELECT count(*) FROM analysis_lifecycle l JOIN partition_policies p "
-        "ON p.parent_table = 'ai_analysis' "
-        "WHERE l.first_seen_at < coalesce($1::timestamptz, now()) - p.retention "
-        "AND l.status_at < coalesce($1::timestamptz, now()) - p.retention",
+        "SELECT count(*) FROM analysis_lifecycle "
+        "WHERE status_at < analysis_lifecycle_cutoff(coalesce($1::timestamptz, now()))",
         now,
     )
     return count

@@ -80,8 +80,9 @@ class TransientDeliveryError(DeliveryError):
     """Records were not acknowledged because the broker was unreachable or too slow.
 
     Some may have been written anyway (an acknowledgement can be lost): resending is safe
-    for ``analysis`` and ``system_log`` events (stored once per ``event_id``) but may count
-    ``api_call`` events twice unless the producer is idempotent.
+    for ``analysis``, ``system_log`` and ``audit`` events (stored once per ``event_id``)
+    but may count ``api_call`` and ``performance_metric`` events twice (added to hourly
+    aggregates) unless the producer is idempotent.
     """
 
     retriable = True

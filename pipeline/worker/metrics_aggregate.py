@@ -21,10 +21,10 @@ from collections.abc import Iterable
 from typing import Final
 
 from pipeline.contract import PerformanceMetric
+from pipeline.worker.aggregate import HOUR_MS
 
 __all__ = ["BUCKETS", "MetricKey", "aggregate_metrics", "bucket_of"]
 
-HOUR_MS: Final = 3_600_000
 BUCKETS: Final = 123
 _LOW: Final = 1e-3
 _HIGH: Final = 1e9

@@ -47,7 +47,7 @@ class Staged:
     stage: str
     columns: tuple[tuple[str, str], ...]
     insert: str
-    also: tuple[str, ...] = ()
+    then: tuple[str, ...] = ()
     """Further statements reading the same staged rows (e.g. a current-state table fed by
     the same events), run after ``insert``; their row counts are not reported."""
 
@@ -70,7 +70,7 @@ class Staged:
         names = [name for name, _ in self.columns]
         await conn.copy_records_to_table(self.stage, records=rows, columns=names)
         status: str = await conn.execute(self.insert.format(stage=self.stage))
-        for statement in self.also:
+        for statement in self.then:
             await conn.execute(statement.format(stage=self.stage))
         return count_rows(status)
 

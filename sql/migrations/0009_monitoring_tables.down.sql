@@ -61,6 +61,7 @@ DROP FUNCTION analyses_in_progress();
 DROP FUNCTION analysis_status_counts(timestamptz, timestamptz);
 DROP FUNCTION analysis_status_intervals(jsonb);
 DROP FUNCTION prune_analysis_lifecycle(timestamptz);
+DROP FUNCTION analysis_lifecycle_cutoff(timestamptz);
 DROP TABLE analysis_lifecycle;
 DROP FUNCTION analysis_lifecycle_derive();
 DROP FUNCTION analysis_history_merge(jsonb, jsonb);

@@ -566,7 +566,11 @@ CREATE TABLE analysis_lifecycle (
     first_seen_at        timestamptz NOT NULL,
     created_by           text,
     modified_by          text,
-    change_count         integer     NOT NULL CHECK (change_count >= 1),
+    -- At most 1,000 changes per analysis: the history is one jsonb value rewritten at each
+    -- change, so an analysis_id reused without end would grow it without end. Changes that
+    -- would take it past the bound are refused: the worker dead-letters them as
+    -- rejected_by_database (their ai_analysis rows are not written either).
+    change_count         integer     NOT NULL CHECK (change_count BETWEEN 1 AND 1000),
     modification_history jsonb       NOT NULL
         CHECK (jsonb_typeof(modification_history) = 'array'),
     updated_at           timestamptz NOT NULL DEFAULT now()
@@ -639,21 +643,34 @@ COMMENT ON FUNCTION analysis_lifecycle_derive() IS
 CREATE TRIGGER analysis_lifecycle_derive BEFORE INSERT OR UPDATE ON analysis_lifecycle
     FOR EACH ROW EXECUTE FUNCTION analysis_lifecycle_derive();
 
--- Retention: delete the lifecycle rows whose last change is older than ai_analysis keeps
--- its rows (by then their state changes are gone too); returns how many. Called by
--- `partitions prune`, which runs as the owner. The first_seen_at bound is implied by the
--- status_at one and lets the delete read only the old end of
+-- Retention of lifecycles: the start of the oldest ai_analysis partition still kept at
+-- p_now (ensure_partition keeps a range while its end is after p_now - retention). A
+-- lifecycle whose last change is before it has no state change left in ai_analysis, and
+-- none can arrive any more (ai_analysis refuses it as beyond_retention), so deleting it
+-- loses nothing a late change could still complete. NULL when ai_analysis has no policy.
+CREATE FUNCTION analysis_lifecycle_cutoff(p_now timestamptz) RETURNS timestamptz
+LANGUAGE sql STABLE
+AS $$
+    SELECT (partition_bounds(p.granularity, p_now - p.retention)).range_start
+    FROM partition_policies p
+    WHERE p.parent_table = 'ai_analysis'
+$$;
+
+COMMENT ON FUNCTION analysis_lifecycle_cutoff(timestamptz) IS
+    'Lifecycles whose last change is before this instant are expired (the start of the '
+    'oldest ai_analysis partition kept at p_now).';
+
+-- Delete the expired lifecycles; returns how many. Called by `partitions prune`, which
+-- runs as the owner (the dry run counts with analysis_lifecycle_cutoff). The first_seen_at
+-- bound is implied by the status_at one and lets the delete read only the old end of
 -- analysis_lifecycle_first_seen. No row is deleted if ai_analysis has no policy.
 CREATE FUNCTION prune_analysis_lifecycle(p_now timestamptz) RETURNS bigint
 LANGUAGE sql
 AS $$
-    WITH cutoff AS (
-        SELECT p_now - p.retention AS t FROM partition_policies p
-        WHERE p.parent_table = 'ai_analysis'
-    ), gone AS (
+    WITH gone AS (
         DELETE FROM analysis_lifecycle l
-        USING cutoff c
-        WHERE l.first_seen_at < c.t AND l.status_at < c.t
+        WHERE l.first_seen_at < analysis_lifecycle_cutoff(p_now)
+          AND l.status_at < analysis_lifecycle_cutoff(p_now)
         RETURNING 1
     )
     SELECT count(*) FROM gone

@@ -22,9 +22,11 @@ import asyncpg
 import pytest
 
 from pipeline.config import DatabaseConfig
+from pipeline.kinds.analysis import ANALYSES, LIFECYCLE
 from pipeline.maintenance import partitions
 from pipeline.migrations.files import discover
 from pipeline.migrations.runner import MigrationRunner
+from pipeline.worker.metrics_aggregate import bucket_of
 from tests.conftest import SQL_DIR
 from tests.integration.test_migrations import fingerprint
 
@@ -48,6 +50,15 @@ def bucket(value: float) -> int:
     if value > 1e9:
         return 123
     return math.ceil(10 * math.log10(value) - 1e-12) + 32
+
+
+def test_the_workers_buckets_are_the_migrations_buckets() -> None:
+    """pipeline.worker.metrics_aggregate.bucket_of (0-based) fills the histograms this file
+    checks against SQL (1-based): the same bucket for values across the whole range."""
+    values = [-1.0, 0.0, 1e-6, 1e-3, 0.00126, 0.5, 1.0, 1.2589, 3.7, 99.99, 1e5, 9.9e8, 1e9, 2e9]
+    values += [10 ** (e / 37) for e in range(-111, 333)]
+    for value in values:
+        assert bucket_of(value) + 1 == bucket(value), value
 
 
 def bounds(k: int) -> tuple[float, float]:
@@ -464,23 +475,6 @@ async def test_migrations_applied_and_rolled_back_are_audited(
 
 RANK = {"queued": 1, "processing": 2, "fallback": 3, "failed": 4, "completed": 5}
 
-# The workers' lifecycle upsert (the interface spec), from a staged set of changes.
-UPSERT = """
-INSERT INTO analysis_lifecycle AS l (analysis_id, organization_id, user_id,
-    modification_history, status, status_at, first_seen_at, change_count)
-SELECT s.analysis_id, min(s.org), min(s.usr), analysis_history_merge('[]', jsonb_agg(s.entry)),
-       'queued', now(), now(), 1
-FROM jsonb_to_recordset($1::jsonb) AS s(analysis_id text, org text, usr text, entry jsonb)
-GROUP BY s.analysis_id
-ORDER BY s.analysis_id
-ON CONFLICT (analysis_id) DO UPDATE SET
-    modification_history = analysis_history_merge(l.modification_history,
-                                                  excluded.modification_history),
-    organization_id = coalesce(l.organization_id, excluded.organization_id),
-    user_id = coalesce(l.user_id, excluded.user_id),
-    updated_at = now()
-"""
-
 
 def entry(at_ms: int, status: str, actor: str | None, model: str) -> dict[str, Any]:
     return {
@@ -500,10 +494,19 @@ def ordered(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def upsert(
     conn: Any, analysis_id: str, entries: list[dict[str, Any]], org: str | None = "org-a"
 ) -> None:
-    staged = [
-        {"analysis_id": analysis_id, "org": org, "usr": "user-1", "entry": e} for e in entries
-    ]
-    await conn.execute(UPSERT, json.dumps(staged))
+    """One flush's lifecycle statement (the workers' own SQL) over ``entries``, staged as
+    the workers stage analysis rows."""
+    rows = [
+        (e["at_ms"], uuid.UUID(e["event_id"]), "user-1", org, None, e["status"],
+         e["model_type"], None, None, 0, 0, 0, 0, None, None, None, False, False, None, 1,
+         False, None, None, analysis_id, e["actor"])
+        for e in entries
+    ]  # fmt: skip
+    async with conn.transaction():
+        await conn.execute(ANALYSES._prepare_sql)
+        names = [name for name, _ in ANALYSES.columns]
+        await conn.copy_records_to_table(ANALYSES.stage, records=rows, columns=names)
+        await conn.execute(LIFECYCLE.format(stage=ANALYSES.stage))
 
 
 def as_ts(at_ms: int) -> datetime:
@@ -825,3 +828,26 @@ async def test_up_down_up_restores_0008_exactly(fresh_database: DatabaseConfig) 
             assert await snapshot(conn) == first
     finally:
         await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_a_repeated_event_id_keeps_the_same_copy_whatever_the_flushes(
+    pg: asyncpg.Connection,
+) -> None:
+    """Two copies of one event_id that differ (a producer bug): the first flush's insert
+    and a later merge keep the same copy, so the row does not depend on arrival."""
+    first = entry(BASE_MS, "queued", "zed", "gpt_4o")
+    other = {**first, "actor": "amy"}
+    later = entry(BASE_MS + 1_000, "completed", "worker-1", "gpt_4o")
+    await upsert(pg, "together", [first, other, later])
+    await upsert(pg, "apart-1", [first])
+    await upsert(pg, "apart-1", [other, later])
+    await upsert(pg, "apart-2", [other])
+    await upsert(pg, "apart-2", [later, first])
+    rows = await pg.fetch(
+        "SELECT analysis_id, modification_history, created_by FROM analysis_lifecycle "
+        "WHERE analysis_id IN ('together', 'apart-1', 'apart-2')"
+    )
+    assert len(rows) == 3
+    assert len({r["modification_history"] for r in rows}) == 1, rows
+    assert {r["created_by"] for r in rows} == {"amy"}  # the smaller entry text wins
