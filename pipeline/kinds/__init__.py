@@ -4,7 +4,8 @@ A :class:`KindSpec` is everything the pipeline needs to carry one kind of event 
 producer to PostgreSQL. The configuration (topic names and their settings), the producer,
 the worker's flush, the partition guard, the dead-letter tools, ``pipeline produce`` and
 ``pipeline demo`` iterate over :data:`KINDS` and never name a kind (except where a tool
-records what it did: ``pipeline dlq replay`` sends an audit event about the replay). Adding a kind is:
+records what it did: ``pipeline dlq replay`` sends an audit event about the replay).
+Adding a kind is:
 
 1. its contract in :mod:`pipeline.contract` (event class, validator, JSON Schema);
 2. its tables in a migration, with a ``partition_policies`` row per partitioned table;
