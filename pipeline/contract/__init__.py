@@ -11,6 +11,19 @@ Public surface (see ``docs/events.md`` for the contract itself):
 - :class:`Reason` and ``REASON_DESCRIPTIONS``: the stable dead-letter reason codes.
 - :func:`load_schema`: the packaged JSON Schema of a kind.
 
+Reading guide, one job per module:
+
+- ``events``: the event classes of ``api_call``, ``analysis`` and ``system_log``, the
+  ``Event`` union, and re-exports of everything below that it does not define.
+- ``monitoring_events``: the classes of ``performance_metric`` and ``audit``.
+- ``_event_base``: :class:`EventKind` and the helpers behind ``to_wire()`` and ``new()``.
+- ``validate``: :func:`decode_record`, :func:`validate_event` and the validators of the first
+  three kinds (the hot path).
+- ``_validate_monitoring``: the validators of ``performance_metric`` and ``audit``.
+- ``_validate_common``: what all validators share (string sharing, slot setters).
+- ``_checks``: the complete rule and error for each field type.
+- ``reasons``: the reason codes; ``schemas``: the JSON Schemas; ``bench``: a micro-benchmark.
+
 Importing this package does no I/O.
 """
 

@@ -4,8 +4,9 @@ Every function here takes the field name and the raw value, and either returns t
 normalised (exact ``str``/``int``/``float``/``bool`` types, defaults applied) or raises
 :class:`ContractError` with the reason of the contract and a short detail naming the field.
 
-The per-kind validators in :mod:`pipeline.contract.validate` test the common valid case
-inline and call these only when that quick test fails (or for rarely-set fields), so these
+The per-kind validators (:mod:`pipeline.contract.validate` and
+:mod:`pipeline.contract._validate_monitoring`) test the common valid case inline and call
+these only when that quick test fails (or for rarely-set fields), so these
 functions are the single source of truth for what is accepted and which reason a rejection
 gets; the inline tests only ever accept a subset of what these accept.
 """

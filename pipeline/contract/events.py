@@ -17,19 +17,34 @@ carried as integers so that sums are exact; the ``*_usd`` properties give a ``De
 Every ``*_json`` field holds the compact JSON text of the wire field without the suffix
 (``metadata_json`` of ``metadata``, ``tags_json`` of ``tags``, ``before_json`` of ``before``),
 ready for a ``jsonb`` column.
+
+This module defines :class:`ApiCall`, :class:`Analysis`, :class:`SystemLog`, their enums and
+the ``Event`` union. The monitoring kinds (:class:`PerformanceMetric`, :class:`AuditEvent`,
+:class:`AuditActorType`) are defined in :mod:`pipeline.contract.monitoring_events`, and
+:class:`EventKind` with the helpers every class shares in :mod:`pipeline.contract._event_base`;
+all of them are re-exported here.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, ClassVar, TypeAlias
 
-import orjson
+from pipeline.contract._event_base import (
+    EventKind,
+    _checked,
+    _dt,
+    _metadata,
+    _to_wire,
+    _usd,
+    _wire_common,
+)
+from pipeline.contract.monitoring_events import AuditActorType, AuditEvent, PerformanceMetric
 
 __all__ = [
     "Analysis",
@@ -43,19 +58,6 @@ __all__ = [
     "PerformanceMetric",
     "SystemLog",
 ]
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_E8 = 100_000_000
-
-
-class EventKind(StrEnum):
-    """The event kinds; each has its own topic and its own JSON Schema."""
-
-    API_CALL = "api_call"
-    ANALYSIS = "analysis"
-    SYSTEM_LOG = "system_log"
-    PERFORMANCE_METRIC = "performance_metric"
-    AUDIT = "audit"
 
 
 class AnalysisStatus(StrEnum):
@@ -75,81 +77,6 @@ class LogLevel(StrEnum):
     INFO = "info"
     WARN = "warn"
     ERROR = "error"
-
-
-class AuditActorType(StrEnum):
-    """Allowed values of ``audit.actor_type``."""
-
-    USER = "user"
-    SERVICE = "service"
-    SYSTEM = "system"
-
-
-def _usd(e8: int) -> Decimal:
-    return Decimal(e8).scaleb(-8)
-
-
-def _wire_usd(e8: int) -> float:
-    return round(e8 / _E8, 8)
-
-
-def _dt(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)
-
-
-def _metadata(metadata_json: str | None) -> dict[str, Any] | None:
-    if metadata_json is None:
-        return None
-    value: dict[str, Any] = orjson.loads(metadata_json)
-    return value
-
-
-def _to_wire(event: Event) -> dict[str, object]:
-    """``"type"`` then every field under its wire name: ``occurred_at_ms`` as ``occurred_at``,
-    ``*_e8`` as ``*_usd`` (a float with 8 decimals), ``*_json`` as the object it holds
-    (``metadata_json`` as ``metadata``, ``tags_json`` as ``tags``), enum members as their
-    string values."""
-    wire: dict[str, object] = {"type": event.kind.value}
-    for f in fields(event):
-        value = getattr(event, f.name)
-        if f.name == "occurred_at_ms":
-            wire["occurred_at"] = value
-        elif f.name.endswith("_e8"):
-            wire[f.name.removesuffix("_e8") + "_usd"] = _wire_usd(value)
-        elif f.name.endswith("_json"):
-            wire[f.name.removesuffix("_json")] = _metadata(value)
-        else:
-            wire[f.name] = value.value if isinstance(value, StrEnum) else value
-    return wire
-
-
-def _wire_common(
-    kind: EventKind,
-    event_id: str | uuid.UUID | None,
-    occurred_at: datetime | int | None,
-    now: datetime | None,
-) -> tuple[dict[str, object], int]:
-    """The ``type``/``event_id``/``occurred_at`` part of a wire object, and ``now_ms``."""
-    if now is None:
-        now = datetime.now(UTC)
-    elif now.tzinfo is None:
-        raise ValueError("now must be an aware datetime")
-    now_ms = (now - _EPOCH) // timedelta(milliseconds=1)
-    if occurred_at is None:
-        occurred_at = now_ms
-    wire_time: object = (
-        occurred_at.isoformat(timespec="microseconds")
-        if isinstance(occurred_at, datetime)
-        else occurred_at
-    )
-    wire_id = str(uuid.uuid4()) if event_id is None else str(event_id)
-    return {"type": kind.value, "event_id": wire_id, "occurred_at": wire_time}, now_ms
-
-
-def _checked(kind: EventKind, wire: dict[str, object], now_ms: int) -> Event:
-    from pipeline.contract.validate import validate_event  # events <- validate import cycle
-
-    return validate_event(kind, wire, now_ms=now_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,150 +323,6 @@ class SystemLog:
             metadata=None if metadata is None else dict(metadata),
             user_id=user_id,
             session_id=session_id,
-        )
-        event = _checked(cls.kind, wire, now_ms)
-        assert isinstance(event, cls)
-        return event
-
-
-@dataclass(frozen=True, slots=True)
-class PerformanceMetric:
-    """One measurement of a named series, aggregated per hour and series; the raw samples are
-    also kept for a few days, once per event_id.
-
-    A series is (``name``, ``service``, ``instance``, ``unit``, ``tags``). ``tags_json`` is
-    the compact JSON of the ``tags`` object with its keys sorted, so equal tag sets have equal
-    text. ``unit`` has no default here only because the required ``service`` follows it; the
-    validator and :meth:`new` give ``""`` for a missing unit.
-    """
-
-    kind: ClassVar[EventKind] = EventKind.PERFORMANCE_METRIC
-
-    event_id: str
-    occurred_at_ms: int
-    name: str
-    value: float
-    unit: str
-    service: str
-    instance: str = ""
-    tags_json: str = "{}"
-
-    @property
-    def occurred_at(self) -> datetime:
-        """``occurred_at_ms`` as an aware UTC datetime."""
-        return _dt(self.occurred_at_ms)
-
-    @property
-    def tags(self) -> dict[str, str]:
-        """``tags_json`` parsed (a new dict on every access)."""
-        value: dict[str, str] = orjson.loads(self.tags_json)
-        return value
-
-    def to_wire(self) -> dict[str, object]:
-        """The contract's JSON object for this event (see the module docstring)."""
-        return _to_wire(self)
-
-    @classmethod
-    def new(
-        cls,
-        *,
-        name: str,
-        value: float,
-        service: str,
-        unit: str | None = None,
-        instance: str | None = None,
-        tags: Mapping[str, str] | None = None,
-        event_id: str | uuid.UUID | None = None,
-        occurred_at: datetime | int | None = None,
-        now: datetime | None = None,
-    ) -> PerformanceMetric:
-        """A validated event (``unit`` and ``instance`` default to ``""``, ``tags`` to no
-        tags); raises :class:`~pipeline.contract.validate.ContractError`."""
-        wire, now_ms = _wire_common(cls.kind, event_id, occurred_at, now)
-        wire.update(
-            name=name,
-            value=value,
-            unit=unit,
-            service=service,
-            instance=instance,
-            tags=None if tags is None else dict(tags),
-        )
-        event = _checked(cls.kind, wire, now_ms)
-        assert isinstance(event, cls)
-        return event
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEvent:
-    """Who did what to which entity; appended to the audit trail once per event_id and never
-    changed.
-
-    ``before_json`` / ``after_json`` are the compact JSON of the ``before`` / ``after``
-    objects (the entity's state around the action), None when not sent.
-    """
-
-    kind: ClassVar[EventKind] = EventKind.AUDIT
-
-    event_id: str
-    occurred_at_ms: int
-    actor: str
-    actor_type: AuditActorType
-    action: str
-    entity_type: str
-    entity_id: str
-    organization_id: str | None = None
-    request_id: str | None = None
-    before_json: str | None = None
-    after_json: str | None = None
-
-    @property
-    def occurred_at(self) -> datetime:
-        """``occurred_at_ms`` as an aware UTC datetime."""
-        return _dt(self.occurred_at_ms)
-
-    @property
-    def before(self) -> dict[str, Any] | None:
-        """``before_json`` parsed (a new dict on every access)."""
-        return _metadata(self.before_json)
-
-    @property
-    def after(self) -> dict[str, Any] | None:
-        """``after_json`` parsed (a new dict on every access)."""
-        return _metadata(self.after_json)
-
-    def to_wire(self) -> dict[str, object]:
-        """The contract's JSON object for this event (see the module docstring)."""
-        return _to_wire(self)
-
-    @classmethod
-    def new(
-        cls,
-        *,
-        actor: str,
-        actor_type: AuditActorType | str,
-        action: str,
-        entity_type: str,
-        entity_id: str,
-        organization_id: str | None = None,
-        request_id: str | None = None,
-        before: Mapping[str, object] | None = None,
-        after: Mapping[str, object] | None = None,
-        event_id: str | uuid.UUID | None = None,
-        occurred_at: datetime | int | None = None,
-        now: datetime | None = None,
-    ) -> AuditEvent:
-        """A validated event; raises :class:`~pipeline.contract.validate.ContractError`."""
-        wire, now_ms = _wire_common(cls.kind, event_id, occurred_at, now)
-        wire.update(
-            actor=actor,
-            actor_type=actor_type,
-            action=action,
-            entity_type=entity_type,
-            entity_id=entity_id,
-            organization_id=organization_id,
-            request_id=request_id,
-            before=None if before is None else dict(before),
-            after=None if after is None else dict(after),
         )
         event = _checked(cls.kind, wire, now_ms)
         assert isinstance(event, cls)

@@ -9,28 +9,34 @@ Validation is pure: the current time comes in as ``now_ms`` and nothing is cache
 calls. Each kind has one hand-written validator that tests the common valid case of each
 field inline and defers to :mod:`pipeline.contract._checks` (the complete rule and the
 error message) only when that test fails or for rarely-set fields.
+
+This module holds :func:`decode_record`, :func:`validate_event`, the table from kind to
+validator (``_VALIDATORS``) and the validators of ``api_call``, ``analysis`` and
+``system_log``. Those of ``performance_metric`` and ``audit`` are in
+:mod:`pipeline.contract._validate_monitoring`; the helpers all validators share (one copy of
+each repeated string, ``_SHARED``; the slot setters) are in
+:mod:`pipeline.contract._validate_common`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 import orjson
 
 from pipeline.contract import _checks as c
 from pipeline.contract._checks import ContractError
+from pipeline.contract._validate_common import _SHARED, _opt_text, _share, _slot_setters
+from pipeline.contract._validate_monitoring import _audit, _performance_metric
 from pipeline.contract.events import (
     Analysis,
     AnalysisStatus,
     ApiCall,
-    AuditActorType,
-    AuditEvent,
     Event,
     EventKind,
     LogLevel,
-    PerformanceMetric,
     SystemLog,
 )
 from pipeline.contract.reasons import Reason
@@ -42,46 +48,15 @@ _MAX_TOKENS: Final = 1_000_000_000
 _MAX_USD: Final = 1_000_000
 _STATUSES: Final[Mapping[str, AnalysisStatus]] = {s.value: s for s in AnalysisStatus}
 _LEVELS: Final[Mapping[str, LogLevel]] = {lv.value: lv for lv in LogLevel}
-_ACTOR_TYPES: Final[Mapping[str, AuditActorType]] = {t.value: t for t in AuditActorType}
-_MAX_MEASUREMENT: Final = 1e15
 # One set lookup for the usual methods; any other method gets the full check.
 _COMMON_METHODS: Final = {
     m: m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 }
-# One shared copy of each repeated text value (service, endpoint, user, organization): a
-# worker holds ~100,000 events between decoding and committing, and a fresh string per
-# field per event is ~45 % of their memory. Bounded: cleared when it grows past the limit.
-_SHARED: Final[dict[str, str]] = {}
-_SHARED_MAX: Final = 1 << 16
-
-
-def _share(value: str) -> str:
-    if len(_SHARED) >= _SHARED_MAX:
-        _SHARED.clear()
-    _SHARED[value] = value
-    return value
-
 
 Validator = Callable[[dict[str, object], int], Event]
-_Setter = Callable[[object, object], None]
 _uuid_match: Final = c.uuid_match
-
-
-def _slot_setters(cls: type[Event]) -> list[_Setter]:
-    """The slot descriptors' ``__set__`` for each dataclass field of ``cls``, in order.
-
-    A frozen dataclass's ``__init__`` assigns each field through ``object.__setattr__``;
-    setting the slots directly builds the identical object in half the time (0.45 µs instead
-    of 0.95 µs for ApiCall), which matters at 300,000 events/s. Unpacking the result into a
-    fixed number of names fails at import if a field is added without updating the builder.
-    """
-    setters: list[_Setter] = [getattr(cls, f.name).__set__ for f in fields(cls)]
-    return setters
-
-
 _new: Final = object.__new__
 _a0, _a1, _a2, _a3, _a4, _a5, _a6, _a7, _a8, _a9, _a10, _a11 = _slot_setters(ApiCall)
-_m0, _m1, _m2, _m3, _m4, _m5, _m6, _m7 = _slot_setters(PerformanceMetric)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,17 +255,6 @@ def _analysis(o: dict[str, object], limit_ms: int) -> Analysis:
     )
 
 
-def _opt_text(value: object, name: str, max_chars: int) -> str | None:
-    """An optional, repeated text value (a user, an organization, a model): one shared
-    copy of each."""
-    if value is None:
-        return None
-    if type(value) is not str or len(value) > max_chars:
-        value = c.opt_str(name, value, max_chars)
-        assert value is not None
-    return _SHARED.get(value) or _share(value)
-
-
 def _opt_ms(value: object, name: str) -> float | None:
     if value is None or (type(value) is float and 0.0 <= value <= _MAX_MS):
         return value
@@ -311,119 +275,6 @@ def _system_log(o: dict[str, object], limit_ms: int) -> SystemLog:
     user_id = c.opt_str("user_id", get("user_id"), 128)
     session_id = c.opt_str("session_id", get("session_id"), 128)
     return SystemLog(eid, ts, level, service, message, metadata_json, user_id, session_id)
-
-
-def _performance_metric(o: dict[str, object], limit_ms: int) -> PerformanceMetric:
-    # An aggregated kind like api_call, so built the same way: inline checks of the usual
-    # valid form, the generic check otherwise, slots set directly.
-    get = o.get
-    shared = _SHARED.get
-    kind = get("type")
-    if kind is not None and kind != "performance_metric":
-        c.kind_mismatch("performance_metric", kind)
-    eid = get("event_id")
-    if type(eid) is not str or _uuid_match(eid) is None:
-        eid = c.event_id("event_id", eid)
-    ts = get("occurred_at")
-    if type(ts) is not int or not 0 <= ts <= limit_ms:
-        ts = c.occurred_at("occurred_at", ts, limit_ms)
-    name = get("name")
-    if type(name) is not str or not 0 < len(name) <= 128:
-        name = c.req_str("name", name, 128)
-    name = shared(name) or _share(name)
-    value = get("value")
-    if type(value) is not float or not -1e15 <= value <= 1e15:  # NaN fails the comparison
-        value = c.measurement("value", value, _MAX_MEASUREMENT)
-    unit = get("unit")
-    if unit is None:
-        unit = ""
-    else:
-        if type(unit) is not str or len(unit) > 32:
-            unit = c.opt_str("unit", unit, 32)
-            assert unit is not None
-        unit = shared(unit) or _share(unit)
-    service = get("service")
-    if type(service) is not str or not 0 < len(service) <= 64:
-        service = c.req_str("service", service, 64)
-    service = shared(service) or _share(service)
-    instance = get("instance")
-    if instance is None:
-        instance = ""
-    else:
-        if type(instance) is not str or len(instance) > 128:
-            instance = c.opt_str("instance", instance, 128)
-            assert instance is not None
-        instance = shared(instance) or _share(instance)
-    tags = get("tags")
-    if tags is None:
-        tags_json = "{}"
-    else:
-        tags_json = c.tags("tags", tags)
-        tags_json = shared(tags_json) or _share(tags_json)
-    if TYPE_CHECKING:  # the slot setters are untyped: let mypy check the values against __init__
-        PerformanceMetric(eid, ts, name, value, unit, service, instance, tags_json)
-    event = _new(PerformanceMetric)
-    _m0(event, eid)
-    _m1(event, ts)
-    _m2(event, name)
-    _m3(event, value)
-    _m4(event, unit)
-    _m5(event, service)
-    _m6(event, instance)
-    _m7(event, tags_json)
-    return event
-
-
-def _audit(o: dict[str, object], limit_ms: int) -> AuditEvent:
-    get = o.get
-    shared = _SHARED.get
-    kind = get("type")
-    if kind is not None and kind != "audit":
-        c.kind_mismatch("audit", kind)
-    eid = get("event_id")
-    if type(eid) is not str or _uuid_match(eid) is None:
-        eid = c.event_id("event_id", eid)
-    ts = get("occurred_at")
-    if type(ts) is not int or not 0 <= ts <= limit_ms:
-        ts = c.occurred_at("occurred_at", ts, limit_ms)
-    actor = get("actor")
-    if type(actor) is not str or not 0 < len(actor) <= 256:
-        actor = c.req_str("actor", actor, 256)
-    actor = shared(actor) or _share(actor)
-    raw_type = get("actor_type")
-    actor_type = _ACTOR_TYPES.get(raw_type) if type(raw_type) is str else None
-    if actor_type is None:
-        actor_type = c.choice("actor_type", raw_type, _ACTOR_TYPES)
-    action = get("action")
-    if type(action) is not str or not 0 < len(action) <= 128:
-        action = c.req_str("action", action, 128)
-    action = shared(action) or _share(action)
-    entity_type = get("entity_type")
-    if type(entity_type) is not str or not 0 < len(entity_type) <= 64:
-        entity_type = c.req_str("entity_type", entity_type, 64)
-    entity_type = shared(entity_type) or _share(entity_type)
-    entity_id = get("entity_id")
-    if type(entity_id) is not str or not 0 < len(entity_id) <= 256:
-        entity_id = c.req_str("entity_id", entity_id, 256)
-    org_id = _opt_text(get("organization_id"), "organization_id", 128)
-    request_id = get("request_id")
-    if request_id is not None and (type(request_id) is not str or len(request_id) > 128):
-        request_id = c.opt_str("request_id", request_id, 128)
-    before_json = c.metadata("before", get("before"))
-    after_json = c.metadata("after", get("after"))
-    return AuditEvent(
-        eid,
-        ts,
-        actor,
-        actor_type,
-        action,
-        entity_type,
-        entity_id,
-        org_id,
-        request_id,
-        before_json,
-        after_json,
-    )
 
 
 _VALIDATORS: Final[Mapping[str, Validator]] = {
