@@ -13,6 +13,13 @@ Public surface:
 - :func:`pack` / :func:`pack_stream`: items into Kafka record values, ``batched`` (JSON
   arrays of up to 500 events) or ``single``; :class:`PackedRecord`.
 
+Modules: :mod:`~pipeline.workload.spec` (the spec, the fixed distributions, :class:`Item`),
+:mod:`~pipeline.workload.generate` (:func:`generate`, :class:`EventFactory` and its API-call
+maker), :mod:`~pipeline.workload.makers` (the makers of the other kinds),
+:mod:`~pipeline.workload.poison`, :mod:`~pipeline.workload.records` (packing),
+:mod:`~pipeline.workload.totals` (:class:`ExpectedTotals`), :mod:`~pipeline.workload.buckets`
+(its buckets and exact units) and :mod:`~pipeline.workload.totals_json` (its JSON form).
+
 ``python -m pipeline.workload`` prints the generation speed. Importing does no I/O.
 """
 

@@ -24,6 +24,11 @@ metric values in integer thousandths (every generated value has at most 8, 3 and
 decimals), so sums are exact and independent of order. The same class holds figures read
 back from PostgreSQL (:meth:`add_api_bucket`, :meth:`add_metric_bucket` and the public
 fields), and :meth:`compare` lists the differences.
+
+The buckets (:class:`ApiBucket`, :class:`MetricBucket`) and the unit conversions
+(:func:`usd_e8`, :func:`format_usd`, :func:`occurred_ms`) live in
+:mod:`pipeline.workload.buckets`, the JSON form (:meth:`to_json`, :meth:`from_json`) in
+:mod:`pipeline.workload.totals_json`; all are importable from here too.
 """
 
 from __future__ import annotations
@@ -32,19 +37,27 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final
-
-import orjson
+from typing import Final
 
 from pipeline.contract import EventKind, Reason
+from pipeline.workload import totals_json
+from pipeline.workload.buckets import (
+    ApiBucket,
+    MetricBucket,
+    format_usd,
+    hour_iso,
+    metric_order,
+    milli,
+    occurred_ms,
+    sums_close,
+    usd_e8,
+)
 from pipeline.workload.spec import HOUR_MS, Item
 
 __all__ = ["ApiBucket", "ExpectedTotals", "MetricBucket", "format_usd", "occurred_ms", "usd_e8"]
 
-_E8: Final = 100_000_000
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS: Final = timedelta(milliseconds=1)
-_FORMAT: Final = 2
 _STATUS_RANK: Final[Mapping[str, int]] = {
     "queued": 0,
     "processing": 1,
@@ -53,129 +66,6 @@ _STATUS_RANK: Final[Mapping[str, int]] = {
     "completed": 4,
 }
 """The order of analysis statuses at equal occurred_at (then event_id decides)."""
-
-
-def occurred_ms(value: object) -> int:
-    """A wire ``occurred_at`` (integer epoch ms or ISO-8601 with offset) as epoch ms."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        return (datetime.fromisoformat(value) - _EPOCH) // _ONE_MS
-    raise ValueError(f"not a timestamp: {value!r}")
-
-
-def usd_e8(value: Decimal | float | int | str) -> int:
-    """A USD amount as integer 1e-8 units (floats rounded as the validator does)."""
-    if isinstance(value, float):
-        return round(value * _E8)
-    return int((Decimal(value) * _E8).to_integral_value())
-
-
-def format_usd(e8: int) -> str:
-    """Integer 1e-8 USD units as a plain decimal string with 8 places ("0.00012000")."""
-    sign, e8 = ("-", -e8) if e8 < 0 else ("", e8)
-    return f"{sign}{e8 // _E8}.{e8 % _E8:08d}"
-
-
-def _format_us(us: int) -> str:
-    """Integer thousandths (µs as ms, or a metric value) as a decimal with 3 places."""
-    sign, us = ("-", -us) if us < 0 else ("", us)
-    return f"{sign}{us // 1000}.{us % 1000:03d}"
-
-
-def _milli(value: float | int | str | Decimal) -> int:
-    """A number as integer thousandths (a float rounded to the nearest)."""
-    if isinstance(value, float):
-        return round(value * 1000)
-    return int((Decimal(value) * 1000).to_integral_value())
-
-
-def _close(a: int, b: int) -> bool:
-    """Equal up to the rounding of a double-precision sum: 1 unit plus one part in 10^9."""
-    return abs(a - b) <= 1 + max(abs(a), abs(b)) // 1_000_000_000
-
-
-def _hour_iso(hour_ms: int) -> str:
-    return (_EPOCH + timedelta(milliseconds=hour_ms)).isoformat()
-
-
-@dataclass(slots=True)
-class ApiBucket:
-    """API-call figures of one (service, hour); response times in integer microseconds."""
-
-    requests: int = 0
-    successes: int = 0
-    errors: int = 0
-    tokens: int = 0
-    cost_e8: int = 0
-    response_time_us: int = 0
-
-    @property
-    def cost_usd(self) -> Decimal:
-        """The summed cost, exact."""
-        return Decimal(format_usd(self.cost_e8))
-
-    @property
-    def response_time_ms_sum(self) -> float:
-        """The summed response time in milliseconds."""
-        return self.response_time_us / 1000.0
-
-    def _json(self) -> dict[str, object]:
-        return {
-            "requests": self.requests,
-            "successes": self.successes,
-            "errors": self.errors,
-            "tokens": self.tokens,
-            "cost_usd": format_usd(self.cost_e8),
-            "response_time_ms_sum": _format_us(self.response_time_us),
-        }
-
-
-@dataclass(slots=True)
-class MetricBucket:
-    """Performance-metric figures of one (name, service, hour); values in integer
-    thousandths of the metric's unit."""
-
-    samples: int = 0
-    value_milli: int = 0
-    min_milli: int = 0
-    max_milli: int = 0
-
-    def add(self, milli: int) -> None:
-        """Count one sample."""
-        if self.samples == 0:
-            self.min_milli = self.max_milli = milli
-        elif milli < self.min_milli:
-            self.min_milli = milli
-        elif milli > self.max_milli:
-            self.max_milli = milli
-        self.samples += 1
-        self.value_milli += milli
-
-    def merge(self, samples: int, value_milli: int, min_milli: int, max_milli: int) -> None:
-        """Add the figures of another bucket of the same key."""
-        if samples == 0:
-            return
-        if self.samples == 0:
-            self.min_milli, self.max_milli = min_milli, max_milli
-        else:
-            self.min_milli = min(self.min_milli, min_milli)
-            self.max_milli = max(self.max_milli, max_milli)
-        self.samples += samples
-        self.value_milli += value_milli
-
-    @property
-    def value_sum(self) -> float:
-        """The summed value."""
-        return self.value_milli / 1000.0
-
-    def _json(self) -> dict[str, object]:
-        return {
-            "samples": self.samples,
-            "value_sum": _format_us(self.value_milli),
-            "value_min": _format_us(self.min_milli),
-            "value_max": _format_us(self.max_milli),
-        }
 
 
 @dataclass(slots=True)
@@ -258,7 +148,7 @@ class ExpectedTotals:
             metric = self.metrics.get(key3)
             if metric is None:
                 metric = self.metrics[key3] = MetricBucket()
-            metric.add(_milli(_number(event["value"])))
+            metric.add(milli(_number(event["value"])))
         seen = self._seen.get(kind)
         if seen is None:
             seen = self._seen[kind] = set()
@@ -351,7 +241,7 @@ class ExpectedTotals:
         if isinstance(hour, datetime):
             hour = (hour - _EPOCH) // _ONE_MS
         bucket = self.metrics.setdefault((name, service, hour - hour % HOUR_MS), MetricBucket())
-        bucket.merge(samples, _milli(value_sum), _milli(value_min), _milli(value_max))
+        bucket.merge(samples, milli(value_sum), milli(value_min), milli(value_max))
 
     @property
     def api_requests(self) -> int:
@@ -399,7 +289,7 @@ class ExpectedTotals:
         """
         diffs: list[str] = []
         for key in sorted(self.api.keys() | other.api.keys(), key=lambda k: (k[1], k[0])):
-            where = f"api_call {key[0]} {_hour_iso(key[1])}"
+            where = f"api_call {key[0]} {hour_iso(key[1])}"
             mine, theirs = self.api.get(key), other.api.get(key)
             if theirs is None:
                 assert mine is not None
@@ -410,14 +300,14 @@ class ExpectedTotals:
                 continue
             expected, actual = mine._json(), theirs._json()
             for name, value in expected.items():
-                if name == "response_time_ms_sum" and _close(
+                if name == "response_time_ms_sum" and sums_close(
                     mine.response_time_us, theirs.response_time_us
                 ):
                     continue
                 if value != actual[name]:
                     diffs.append(f"{where}: {name} expected {value}, got {actual[name]}")
-        for mkey in sorted(self.metrics.keys() | other.metrics.keys(), key=_metric_order):
-            where = f"performance_metric {mkey[0]} {mkey[1]} {_hour_iso(mkey[2])}"
+        for mkey in sorted(self.metrics.keys() | other.metrics.keys(), key=metric_order):
+            where = f"performance_metric {mkey[0]} {mkey[1]} {hour_iso(mkey[2])}"
             mb, tb = self.metrics.get(mkey), other.metrics.get(mkey)
             if tb is None:
                 assert mb is not None
@@ -428,7 +318,7 @@ class ExpectedTotals:
                 continue
             expected, actual = mb._json(), tb._json()
             for name, value in expected.items():
-                if name == "value_sum" and _close(mb.value_milli, tb.value_milli):
+                if name == "value_sum" and sums_close(mb.value_milli, tb.value_milli):
                     continue
                 if value != actual[name]:
                     diffs.append(f"{where}: {name} expected {value}, got {actual[name]}")
@@ -464,108 +354,19 @@ class ExpectedTotals:
         return diffs
 
     def to_json(self) -> bytes:
-        """Indented JSON with a stable key order; decimals as strings, hours as ISO-8601.
+        """Indented JSON with a stable key order; decimals as strings, hours as ISO-8601
+        (:func:`pipeline.workload.totals_json.dump`).
 
         The ``summary`` section is informative only: :meth:`from_json` ignores it.
         """
-        keys = sorted(self.api, key=lambda k: (k[1], k[0]))
-        invalid: dict[str, dict[str, int]] = {}
-        for kind in EventKind:
-            counts = {r.value: self.invalid[(kind, r)] for r in Reason if (kind, r) in self.invalid}
-            if counts:
-                invalid[kind.value] = counts
-        doc = {
-            "format": _FORMAT,
-            "summary": {
-                "api_calls": self.api_requests,
-                "api_cost_usd": str(self.api_cost_usd),
-                "analyses": self.analyses,
-                "analysis_events": self.analysis_rows,
-                "system_logs": self.system_log_rows,
-                "performance_metrics": self.metric_sample_rows,
-                "audit_events": self.audit_rows,
-                "invalid": sum(self.invalid.values()),
-            },
-            "api_call": [
-                {"hour": _hour_iso(hour), "service": service, **self.api[(service, hour)]._json()}
-                for service, hour in keys
-            ],
-            "analysis": {
-                "rows": self.analysis_rows,
-                "tokens_used": self.analysis_tokens_used,
-                "api_cost_usd": format_usd(self.analysis_cost_e8),
-                "by_model_type": dict(sorted(self.analysis_by_model.items())),
-                "analyses": self.analyses,
-                "by_current_status": dict(sorted(self.analysis_by_status.items())),
-            },
-            "system_log": {"rows": self.system_log_rows},
-            "performance_metric": {
-                "sample_rows": self.metric_sample_rows,
-                "series": [
-                    {
-                        "hour": _hour_iso(hour),
-                        "name": name,
-                        "service": service,
-                        **self.metrics[(name, service, hour)]._json(),
-                    }
-                    for name, service, hour in sorted(self.metrics, key=_metric_order)
-                ],
-            },
-            "audit": {
-                "rows": self.audit_rows,
-                "by_action": dict(sorted(self.audit_by_action.items())),
-            },
-            "invalid": invalid,
-        }
-        return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+        return totals_json.dump(self)
 
     @classmethod
     def from_json(cls, data: bytes | str) -> ExpectedTotals:
         """Parse :meth:`to_json` output. The result knows no event_ids nor the latest state
         change of each analysis: adding items to it cannot recognise duplicates of items
         counted before serialisation."""
-        doc: dict[str, Any] = orjson.loads(data)
-        if doc.get("format") != _FORMAT:
-            raise ValueError(f"unsupported totals format {doc.get('format')!r}")
-        totals = cls()
-        for row in doc["api_call"]:
-            hour = (datetime.fromisoformat(row["hour"]) - _EPOCH) // _ONE_MS
-            totals.api[(row["service"], hour)] = ApiBucket(
-                requests=row["requests"],
-                successes=row["successes"],
-                errors=row["errors"],
-                tokens=row["tokens"],
-                cost_e8=usd_e8(row["cost_usd"]),
-                response_time_us=_milli(row["response_time_ms_sum"]),
-            )
-        analysis = doc["analysis"]
-        totals.analysis_rows = analysis["rows"]
-        totals.analysis_tokens_used = analysis["tokens_used"]
-        totals.analysis_cost_e8 = usd_e8(analysis["api_cost_usd"])
-        totals.analysis_by_model = dict(analysis["by_model_type"])
-        totals.analyses = analysis["analyses"]
-        totals.analysis_by_status = dict(analysis["by_current_status"])
-        totals.system_log_rows = doc["system_log"]["rows"]
-        metric = doc["performance_metric"]
-        totals.metric_sample_rows = metric["sample_rows"]
-        for row in metric["series"]:
-            hour = (datetime.fromisoformat(row["hour"]) - _EPOCH) // _ONE_MS
-            totals.metrics[(row["name"], row["service"], hour)] = MetricBucket(
-                samples=row["samples"],
-                value_milli=_milli(row["value_sum"]),
-                min_milli=_milli(row["value_min"]),
-                max_milli=_milli(row["value_max"]),
-            )
-        totals.audit_rows = doc["audit"]["rows"]
-        totals.audit_by_action = dict(doc["audit"]["by_action"])
-        for kind, counts in doc["invalid"].items():
-            for reason, n in counts.items():
-                totals.invalid[(EventKind(kind), Reason(reason))] = n
-        return totals
-
-
-def _metric_order(key: tuple[str, str, int]) -> tuple[int, str, str]:
-    return key[2], key[0], key[1]
+        return totals_json.load(cls, data)
 
 
 def _number(value: object) -> float:
