@@ -45,7 +45,7 @@ FROM (SELECT DISTINCT ON (e.analysis_id, e.event_id) e.*
             FROM {{stage}} AS t) AS e
       -- The copy analysis_history_merge would keep of a repeated event_id.
       ORDER BY e.analysis_id, e.event_id, e.ms, analysis_status_rank(e.status),
-               e.entry::text COLLATE "C") AS d
+               e.entry) AS d
 GROUP BY d.analysis_id
 ORDER BY d.analysis_id
 ON CONFLICT (analysis_id) DO UPDATE SET

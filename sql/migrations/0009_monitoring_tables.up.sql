@@ -528,7 +528,7 @@ COMMENT ON FUNCTION analysis_status_rank(text) IS
 -- by (at_ms, status rank, event_id). A set union is commutative, associative and
 -- idempotent, so the merged history, and the state derived from it, is the same whatever
 -- order and however often the state changes arrive. Two entries with one event_id (a bug
--- upstream) keep the first by the same order, then by their text. event_id compares as
+-- upstream) keep the first by the same order, then by jsonb order. event_id compares as
 -- "C" text, the order the workers use, whatever the database's collation.
 CREATE FUNCTION analysis_history_merge(a jsonb, b jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -542,7 +542,7 @@ AS $$
                 UNION ALL
                 SELECT jsonb_array_elements(coalesce(b, '[]'::jsonb))) AS u(e)
           ORDER BY u.e ->> 'event_id' COLLATE "C", (u.e ->> 'at_ms')::bigint,
-                   analysis_status_rank(u.e ->> 'status'), u.e::text COLLATE "C") d
+                   analysis_status_rank(u.e ->> 'status'), u.e) d
 $$;
 
 COMMENT ON FUNCTION analysis_history_merge(jsonb, jsonb) IS

@@ -850,4 +850,4 @@ async def test_a_repeated_event_id_keeps_the_same_copy_whatever_the_flushes(
     )
     assert len(rows) == 3
     assert len({r["modification_history"] for r in rows}) == 1, rows
-    assert {r["created_by"] for r in rows} == {"amy"}  # the smaller entry text wins
+    assert {r["created_by"] for r in rows} == {"amy"}  # the smaller entry (jsonb order) wins
