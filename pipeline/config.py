@@ -12,6 +12,7 @@ Units are in the names: ``_ms`` milliseconds, ``_s`` seconds.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -250,6 +251,50 @@ def default_sql_dir() -> Path:
     return package.parent / "sql" / "migrations"
 
 
+# A new URL starts wherever a comma is followed by a scheme, so that commas inside one URL
+# (a multi-host netloc, an unencoded password) do not split it.
+_URL_LIST_SPLIT = re.compile(r",\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+
+
+def split_database_urls(text: str, setting: str) -> tuple[str, ...]:
+    """The URLs of a comma-separated list (``setting`` names the variable in errors), each
+    checked to be a ``postgresql://`` URL; empty entries are ignored."""
+    urls = tuple(u.strip().rstrip(",").strip() for u in _URL_LIST_SPLIT.split(text))
+    urls = tuple(u for u in urls if u)
+    for n, url in enumerate(urls, 1):
+        scheme = urlsplit(url).scheme
+        if scheme not in ("postgres", "postgresql"):
+            raise ConfigError(
+                f"{setting} entry {n} must start with postgresql://, got {redact_url(url)!r}"
+            )
+    if len(set(urls)) != len(urls):
+        raise ConfigError(f"{setting} lists the same URL twice")
+    return urls
+
+
+@dataclass(frozen=True)
+class AnalyticsConfig:
+    """Where analyst queries (``pipeline query``) read: ``replicas`` are read replicas in
+    order of preference (``ANALYTICS_DATABASE_URL``, comma-separated). Before a query each
+    one is checked (reachable within ``check_timeout_s``, in recovery, replay lag under
+    ``max_lag_s``); a long-running process reuses a check for ``check_interval_s``. With
+    no healthy replica, queries go to the primary (``DATABASE_URL``).
+    See :mod:`pipeline.analytics.routing`."""
+
+    replicas: tuple[DatabaseConfig, ...] = ()
+    max_lag_s: float = 5.0
+    check_interval_s: float = 30.0
+    check_timeout_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        _positive("ANALYTICS_MAX_LAG_S", self.max_lag_s)
+        _positive("ANALYTICS_CHECK_INTERVAL_S", self.check_interval_s)
+        _positive("ANALYTICS_CHECK_TIMEOUT_S", self.check_timeout_s)
+        urls = [r.url for r in self.replicas]
+        if len(set(urls)) != len(urls):
+            raise ConfigError("ANALYTICS_DATABASE_URL lists the same URL twice")
+
+
 @dataclass(frozen=True)
 class MigrationsConfig:
     """Where migrations live and how long a runner waits for another one to finish."""
@@ -265,12 +310,12 @@ class MigrationsConfig:
 class Config:
     """The whole configuration. ``database`` and ``kafka`` are ``None`` when not configured:
     commands that need them say so (or start embedded services, for ``pipeline demo``).
-    ``analytics_database`` (``ANALYTICS_DATABASE_URL``) is where ``pipeline query`` reads,
-    typically a read replica; ``None`` means the main database."""
+    ``analytics`` says where ``pipeline query`` reads: read replicas, checked before use,
+    with ``database`` (the primary) as the fallback."""
 
     database: DatabaseConfig | None = None
     kafka: KafkaConfig | None = None
-    analytics_database: DatabaseConfig | None = None
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     migrations: MigrationsConfig = field(default_factory=MigrationsConfig)
@@ -280,6 +325,12 @@ class Config:
     def __post_init__(self) -> None:
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"PIPELINE_LOG_FORMAT must be text or json, got {self.log_format!r}")
+
+    @property
+    def analytics_database(self) -> DatabaseConfig | None:
+        """The first (preferred) read replica, unchecked; ``None`` without replicas. Analyst
+        queries should go through :class:`pipeline.analytics.routing.ReplicaRouter`."""
+        return self.analytics.replicas[0] if self.analytics.replicas else None
 
     def require_database(self) -> DatabaseConfig:
         """Return the database settings or raise a :class:`ConfigError` that says what to do."""
@@ -314,8 +365,14 @@ class Config:
                 DATABASE_CONNECT_TIMEOUT_S=str(d.connect_timeout_s),
                 DATABASE_STATEMENT_TIMEOUT_MS=str(d.statement_timeout_ms),
             )
-        if self.analytics_database is not None:
-            env["ANALYTICS_DATABASE_URL"] = self.analytics_database.url
+        a = self.analytics
+        if a.replicas:
+            env["ANALYTICS_DATABASE_URL"] = ",".join(r.url for r in a.replicas)
+        env.update(
+            ANALYTICS_MAX_LAG_S=str(a.max_lag_s),
+            ANALYTICS_CHECK_INTERVAL_S=str(a.check_interval_s),
+            ANALYTICS_CHECK_TIMEOUT_S=str(a.check_timeout_s),
+        )
         if self.kafka is not None:
             k = self.kafka
             env.update(
@@ -370,8 +427,18 @@ class Config:
         e = os.environ if env is None else env
         reader = _Reader(e)
         database = _database_from_env(reader)
-        analytics_url = reader.text("ANALYTICS_DATABASE_URL")
-        analytics_database = DatabaseConfig(url=analytics_url) if analytics_url else None
+        replica_urls = split_database_urls(
+            reader.text("ANALYTICS_DATABASE_URL") or "", "ANALYTICS_DATABASE_URL"
+        )
+        d_analytics = AnalyticsConfig()
+        analytics = AnalyticsConfig(
+            replicas=tuple(DatabaseConfig(url=url) for url in replica_urls),
+            max_lag_s=reader.number("ANALYTICS_MAX_LAG_S", d_analytics.max_lag_s),
+            check_interval_s=reader.number(
+                "ANALYTICS_CHECK_INTERVAL_S", d_analytics.check_interval_s
+            ),
+            check_timeout_s=reader.number("ANALYTICS_CHECK_TIMEOUT_S", d_analytics.check_timeout_s),
+        )
         bootstrap = reader.text("KAFKA_BOOTSTRAP_SERVERS")
         kafka = (
             KafkaConfig(
@@ -437,7 +504,7 @@ class Config:
         return cls(
             database=database,
             kafka=kafka,
-            analytics_database=analytics_database,
+            analytics=analytics,
             topics=topics,
             worker=worker,
             migrations=migrations,

@@ -56,8 +56,11 @@ def connect_error(
     return error
 
 
-async def connect(config: DatabaseConfig, *, application_name: str = "pipeline") -> Any:
-    """Open one connection. The caller closes it. Raises a classified ``PipelineError``."""
+async def connect(
+    config: DatabaseConfig, *, application_name: str = "pipeline", setting: str = "DATABASE_URL"
+) -> Any:
+    """Open one connection. The caller closes it. Raises a classified ``PipelineError``
+    whose message names ``setting`` (where ``config`` came from)."""
     try:
         return await asyncpg.connect(
             config.url,
@@ -65,7 +68,7 @@ async def connect(config: DatabaseConfig, *, application_name: str = "pipeline")
             server_settings=_server_settings(config, application_name),
         )
     except Exception as exc:
-        raise connect_error(config, exc) from exc
+        raise connect_error(config, exc, setting) from exc
 
 
 async def create_pool(config: DatabaseConfig, *, application_name: str = "pipeline") -> Any:

@@ -158,6 +158,15 @@ class EmbeddedPostgres:
         return Path(pgserver.__file__).resolve().parent / "pginstall" / "bin"
 
     @property
+    def system_user(self) -> str | None:
+        """The system user the server runs as (pgserver's own when we are root), or None
+        for the current user: its tools (``pg_ctl``, ``pg_basebackup``) must run as it."""
+        if self._server is None:
+            raise EmbeddedServiceError("the embedded PostgreSQL is not running")
+        user: str | None = self._server.system_user
+        return user
+
+    @property
     def socket_dir(self) -> str:
         if self._server is None:
             raise EmbeddedServiceError("the embedded PostgreSQL is not running")
@@ -217,7 +226,7 @@ class EmbeddedPostgres:
         if self._server is None:
             raise EmbeddedServiceError("the embedded PostgreSQL is not running")
         try:
-            pg_ctl(list(args), pgdata=self.data_dir, user=self._server.system_user, timeout=30)
+            pg_ctl(list(args), pgdata=self.data_dir, user=self.system_user, timeout=30)
         except Exception as exc:
             raise EmbeddedServiceError(f"pg_ctl {args[-1]} failed: {exc}") from exc
 

@@ -5,6 +5,9 @@
 one process, or tests running in parallel, never share counters. Names follow Prometheus
 conventions: ``_total`` counters, ``_seconds`` durations, base units.
 
+:class:`Metrics` is the worker's; :class:`AnalyticsMetrics` belongs to whatever process
+routes analyst queries (:mod:`pipeline.analytics.routing`).
+
 The alert rules (deploy/) and the dashboard refer to these names; a static test checks that
 every name they use is defined here (:data:`METRIC_NAMES`).
 """
@@ -154,6 +157,37 @@ class Metrics:
         self.database_available.set(1)
 
 
+class AnalyticsMetrics:
+    """Where analyst queries went and why (:class:`pipeline.analytics.routing.ReplicaRouter`).
+    ``replica`` labels are ``host:port/database`` (never a password)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.routes = Counter(
+            "pipeline_analytics_route_total",
+            "Analyst queries routed, by target (replica, primary, none) and reason "
+            "(healthy_replica, replica_unreachable, replica_not_in_recovery, replica_lagging, "
+            "no_replicas_configured; for a fallback, the preferred replica's verdict).",
+            ["target", "reason"],
+            registry=r,
+        )
+        self.replica_lag = Gauge(
+            "pipeline_analytics_replica_lag_seconds",
+            "Replay lag of a read replica at its last check (0 when it has replayed all the "
+            "WAL it received); NaN when unknown (unreachable, not a replica).",
+            ["replica"],
+            registry=r,
+        )
+        self.replica_healthy = Gauge(
+            "pipeline_analytics_replica_healthy",
+            "1 if a read replica passed its last check (reachable, in recovery, lag under "
+            "ANALYTICS_MAX_LAG_S), else 0.",
+            ["replica"],
+            registry=r,
+        )
+
+
 METRIC_NAMES = frozenset(
     {
         "pipeline_events_consumed_total",
@@ -177,5 +211,8 @@ METRIC_NAMES = frozenset(
         "pipeline_partitions_ahead",
         "pipeline_maintenance_last_success_timestamp_seconds",
         "pipeline_rollups_last_success_timestamp_seconds",
+        "pipeline_analytics_route_total",
+        "pipeline_analytics_replica_lag_seconds",
+        "pipeline_analytics_replica_healthy",
     }
 )

@@ -2,7 +2,8 @@
 
 The SQL (views, rollups, functions, roles, row-level security) lives in
 ``sql/migrations``; :mod:`pipeline.analytics.reports` names the reports behind
-``pipeline query`` and runs them. See docs/analysts.md.
+``pipeline query`` and runs them; :mod:`pipeline.analytics.routing` chooses the server
+they run on (a healthy read replica, else the primary). See docs/analysts.md.
 """
 
 from pipeline.analytics.reports import (

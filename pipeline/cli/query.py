@@ -1,8 +1,12 @@
 """``pipeline query REPORT``: canned analyst reports as a table, CSV or JSON.
 
 The reports are :data:`pipeline.analytics.reports.REPORTS`; this module parses the
-options, opens one read-only session (a read replica is fine: ``--database-url``), binds
-it to ``--organization`` and prints the rows. Dates are whole UTC days, both inclusive.
+options, chooses the server (``--database-url`` as given, else a healthy read replica of
+``ANALYTICS_DATABASE_URL`` checked right now, else the primary ``DATABASE_URL``: see
+:mod:`pipeline.analytics.routing`), opens one read-only session, binds it to
+``--organization`` and prints the rows. ``--verbose`` says on stderr which server answered
+and why; the output itself is the same wherever it came from. Dates are whole UTC days,
+both inclusive.
 
 Rendering is pure (:func:`render`): ``table`` rounds floats for reading, ``csv`` keeps
 every value exactly as PostgreSQL returned it, ``json`` is an array of objects whose USD
@@ -12,9 +16,11 @@ amounts (``numeric``) are strings so that no digit is lost, timestamps ISO 8601.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import io
 import json
+import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -28,8 +34,10 @@ from pipeline.analytics.reports import (
     date_range,
     run_report,
 )
-from pipeline.cli._common import format_table, run_with_connection
+from pipeline.analytics.routing import ReplicaRouter, server_label
+from pipeline.cli._common import format_table
 from pipeline.config import Config, DatabaseConfig
+from pipeline.db import connect
 
 FORMATS = ("table", "csv", "json")
 
@@ -41,8 +49,11 @@ def register(commands: Any) -> None:
         help="run a canned analyst report (cost, usage, reliability)",
         description=(
             "Run a canned report over the analyst functions (docs/analysts.md).\n"
-            "Read-only: --database-url may point at a read replica. Row-level security\n"
-            "applies to the login: an organization-bound analyst must give --organization.\n"
+            "Read-only. It reads from the first healthy read replica listed in\n"
+            "ANALYTICS_DATABASE_URL (reachable, in recovery, replay lag under\n"
+            "ANALYTICS_MAX_LAG_S), else from DATABASE_URL with a warning; --database-url\n"
+            "reads from that server, unchecked. Row-level security applies to the login:\n"
+            "an organization-bound analyst must give --organization.\n"
             "Dates are whole UTC days; --to is included."
         ),
         epilog=f"reports:\n{listing}",
@@ -65,7 +76,14 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--database-url",
         metavar="URL",
-        help="PostgreSQL to read from (default: ANALYTICS_DATABASE_URL, else DATABASE_URL)",
+        help="read from this server, no replica check (default: a healthy replica of "
+        "ANALYTICS_DATABASE_URL, else DATABASE_URL)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="say on stderr which server answered and why",
     )
     parser.set_defaults(handler=_query)
 
@@ -77,11 +95,17 @@ def _date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
-def _database(args: argparse.Namespace, config: Config) -> DatabaseConfig:
-    """--database-url, else ANALYTICS_DATABASE_URL, else the configured database."""
+async def _server(args: argparse.Namespace, config: Config) -> tuple[DatabaseConfig, str, str]:
+    """The server to read from, a description of it and the setting it came from:
+    --database-url as given, else the route of a :class:`ReplicaRouter` over
+    ANALYTICS_DATABASE_URL and DATABASE_URL (checked now)."""
     if args.database_url:
-        return DatabaseConfig(url=args.database_url)
-    return config.analytics_database or config.require_database()
+        explicit = DatabaseConfig(url=args.database_url)
+        return explicit, f"{server_label(explicit)} (--database-url)", "--database-url"
+    primary = config.database if config.analytics.replicas else config.require_database()
+    route = await ReplicaRouter(config.analytics, primary).choose()
+    setting = "ANALYTICS_DATABASE_URL" if route.target == "replica" else "DATABASE_URL"
+    return route.database, route.describe(), setting
 
 
 def _query(args: argparse.Namespace, config: Config) -> int:
@@ -90,14 +114,23 @@ def _query(args: argparse.Namespace, config: Config) -> int:
         args.first, args.last, default_days=report.default_days, today=datetime.now(UTC).date()
     )
 
-    async def work(conn: Any) -> ReportResult:
-        await conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
-        await bind_organization(conn, args.organization)
-        return await run_report(
-            conn, report, start=start, end=end, organization=args.organization, limit=args.limit
-        )
+    async def work() -> tuple[ReportResult, str]:
+        database, described, setting = await _server(args, config)
+        conn = await connect(database, application_name="pipeline-query", setting=setting)
+        try:
+            await conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            await bind_organization(conn, args.organization)
+            result = await run_report(
+                conn, report, start=start, end=end, organization=args.organization,
+                limit=args.limit,
+            )  # fmt: skip
+        finally:
+            await conn.close()
+        return result, described
 
-    result = run_with_connection(_database(args, config), work, application_name="pipeline-query")
+    result, described = asyncio.run(work())
+    if args.verbose:
+        print(f"pipeline query: answered by {described}", file=sys.stderr)
     print(render(result, args.format), end="" if args.format == "csv" else "\n")
     return 0
 

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.analytics import REPORTS, AnalyticsError, ReportResult, date_range, run_report
 from pipeline.cli import build_parser
-from pipeline.cli.query import _database, render
+from pipeline.cli.query import _server, render
 from pipeline.config import Config
 from pipeline.errors import ConfigError, PipelineError
 
@@ -114,10 +114,12 @@ def test_database_url_option_wins_and_is_validated() -> None:
     args = build_parser().parse_args(
         ["query", "error-rates", "--database-url", "postgresql://replica/db"]
     )
-    assert _database(args, Config()).url == "postgresql://replica/db"
+    database, described, setting = asyncio.run(_server(args, Config()))
+    assert database.url == "postgresql://replica/db" and setting == "--database-url"
+    assert described == "replica:5432/db (--database-url)"
     args.database_url = "mysql://replica/db"
     with pytest.raises(ConfigError):
-        _database(args, Config())
+        asyncio.run(_server(args, Config()))
     args.database_url = None
     with pytest.raises(ConfigError, match="DATABASE_URL"):
-        _database(args, Config())
+        asyncio.run(_server(args, Config()))

@@ -87,6 +87,13 @@ def test_secrets_never_appear_in_repr() -> None:
         ({"PIPELINE_RETRY_INITIAL_MS": "10", "PIPELINE_RETRY_MAX_MS": "5"}, "RETRY_MAX_MS"),
         ({"PIPELINE_TOPIC_LOGS": "api-calls"}, "distinct"),
         ({"KAFKA_BOOTSTRAP_SERVERS": "k:1", "KAFKA_COMPRESSION_TYPE": "brotli"}, "one of none"),
+        ({"ANALYTICS_DATABASE_URL": "postgresql://a/b, mysql://c/d"}, "entry 2 must start"),
+        ({"ANALYTICS_DATABASE_URL": "replica:5432/db"}, "ANALYTICS_DATABASE_URL entry 1"),
+        ({"ANALYTICS_DATABASE_URL": "postgresql://a/b,postgresql://a/b"}, "same URL twice"),
+        ({"ANALYTICS_MAX_LAG_S": "0"}, "ANALYTICS_MAX_LAG_S must be greater than 0"),
+        ({"ANALYTICS_MAX_LAG_S": "five"}, "ANALYTICS_MAX_LAG_S must be a number"),
+        ({"ANALYTICS_CHECK_INTERVAL_S": "-1"}, "ANALYTICS_CHECK_INTERVAL_S"),
+        ({"ANALYTICS_CHECK_TIMEOUT_S": "0"}, "ANALYTICS_CHECK_TIMEOUT_S"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], message: str) -> None:
@@ -137,7 +144,13 @@ def test_to_env_round_trips() -> None:
 def test_every_variable_to_env_writes_is_one_from_env_reads() -> None:
     """A variable written by to_env but ignored by from_env would silently reset to its
     default in every worker process the demo or the tests start."""
-    base = Config.from_env({"DATABASE_URL": "postgresql://a@b/c", "KAFKA_BOOTSTRAP_SERVERS": "k:1"})
+    base = Config.from_env(
+        {
+            "DATABASE_URL": "postgresql://a@b/c",
+            "KAFKA_BOOTSTRAP_SERVERS": "k:1",
+            "ANALYTICS_DATABASE_URL": "postgresql://r1@b/c,postgresql://r2@b/c",
+        }
+    )
     for name, value in base.to_env().items():
         changed = {**base.to_env(), name: _different(name, value)}
         assert Config.from_env(changed) != base, f"from_env ignores {name}"
@@ -147,7 +160,7 @@ def _different(name: str, value: str) -> str:
     """A valid value for ``name`` other than ``value``."""
     if value in ("true", "false"):
         return "false" if value == "true" else "true"
-    if name.endswith("_URL"):
+    if name.endswith("_URL"):  # DATABASE_URL, and every URL of ANALYTICS_DATABASE_URL
         return value.replace("@b/c", "@b/other")
     if name == "KAFKA_BOOTSTRAP_SERVERS":
         return "k:2"
@@ -172,3 +185,36 @@ def test_log_format_is_text_or_json() -> None:
     assert Config.from_env({"PIPELINE_LOG_FORMAT": "JSON"}).log_format == "json"
     with pytest.raises(ConfigError, match="PIPELINE_LOG_FORMAT"):
         Config.from_env({"PIPELINE_LOG_FORMAT": "xml"})
+
+
+def test_analytics_replicas_are_a_comma_separated_list() -> None:
+    default = Config.from_env({})
+    assert default.analytics.replicas == () and default.analytics_database is None
+    assert (default.analytics.max_lag_s, default.analytics.check_interval_s) == (5.0, 30.0)
+    config = Config.from_env(
+        {
+            "ANALYTICS_DATABASE_URL": " postgresql://an:p,w@r1:5432/e , postgresql://h1,h2/e,"
+            "postgres://an@/e?host=/run/pg,",
+            "ANALYTICS_MAX_LAG_S": "2.5",
+            "ANALYTICS_CHECK_INTERVAL_S": "10",
+        }
+    )
+    # A comma splits only where a new URL starts: not in a password or a multi-host URL.
+    assert [r.url for r in config.analytics.replicas] == [
+        "postgresql://an:p,w@r1:5432/e", "postgresql://h1,h2/e", "postgres://an@/e?host=/run/pg",
+    ]  # fmt: skip
+    assert config.analytics.max_lag_s == 2.5 and config.analytics.check_interval_s == 10
+    assert config.analytics_database == config.analytics.replicas[0]
+    assert Config.from_env(config.to_env()) == config
+
+
+def test_replica_passwords_never_appear_in_repr() -> None:
+    config = Config.from_env(
+        {"ANALYTICS_DATABASE_URL": "postgresql://a:s3cret@r1/e,postgresql://b:hunter2@r2/e"}
+    )
+    text = repr(config)
+    assert "s3cret" not in text and "hunter2" not in text
+    assert "postgresql://a:***@r1/e" in text and "postgresql://b:***@r2/e" in text
+    with pytest.raises(ConfigError) as raised:
+        Config.from_env({"ANALYTICS_DATABASE_URL": "postgresql://a/b,mysql://u:s3cret@h/d"})
+    assert "s3cret" not in str(raised.value)
