@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pipeline import __version__, logs
-from pipeline.cli import demo, dlq, migrate, partitions, produce, query, worker
+from pipeline.cli import db, demo, dlq, migrate, partitions, produce, query, worker
 from pipeline.config import Config
 from pipeline.errors import ConfigError, PipelineError
 
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="log level for messages on stderr (default: WARNING)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    db.register(commands)
     demo.register(commands)
     dlq.register(commands)
     migrate.register(commands)
