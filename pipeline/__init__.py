@@ -14,6 +14,7 @@ Reading guide (one job per module, grouped by pipeline stage):
 - ``pipeline.migrations``  plain-SQL migrations: discovery, checksums, the runner.
 - ``pipeline.maintenance`` partition maintenance: ensure ahead, prune, stats.
 - ``pipeline.dbhealth``    database health checks and their report (``pipeline db health``).
+- ``pipeline.importer``    ``pipeline import``: files into the pipeline, resumable, verified.
 - ``pipeline.cli``         the ``pipeline`` command and its subcommands.
 
 Nothing here does I/O at import time and no module reads ``os.environ`` except

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pipeline import __version__, logs
-from pipeline.cli import db, demo, dlq, migrate, partitions, produce, query, worker
+from pipeline.cli import db, demo, dlq, importer, migrate, partitions, produce, query, worker
 from pipeline.config import Config
 from pipeline.errors import ConfigError, PipelineError
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.register(commands)
     demo.register(commands)
     dlq.register(commands)
+    importer.register(commands)
     migrate.register(commands)
     partitions.register(commands)
     produce.register(commands)

@@ -39,7 +39,7 @@ def run(
         [], ["migrate"], ["migrate", "up"], ["migrate", "down"], ["migrate", "status"],
         ["migrate", "verify"], ["migrate", "new"], ["partitions"], ["partitions", "ensure"],
         ["partitions", "prune"], ["partitions", "stats"], ["demo"], ["worker"],
-        ["produce"], ["dlq"], ["query"],
+        ["produce"], ["dlq"], ["query"], ["db"], ["db", "health"], ["import"],
     ],
 )  # fmt: skip
 def test_every_command_has_help(command: list[str]) -> None:
