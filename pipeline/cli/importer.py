@@ -61,7 +61,8 @@ examples:
 
 exit codes: 0 imported and verified (with --no-verify: imported), 1 verification
 mismatch, not applied within --verify-timeout-s, or a failure (run the same command again
-to resume), 2 bad option, unreadable file, or a position file of another import"""
+to resume; the message says when it cannot), 2 bad option, unreadable file, a CSV column
+that is no field of the kind(s), or a position file of another import"""
 
 
 def _positive_int(text: str) -> int:
@@ -218,10 +219,13 @@ class _Console:
                 print(f"  ... and {state.rejected - len(scan.first_rejects):,} more")
         if dry_run:
             print("dry run: nothing sent, no position file written")
-            return
-        if state.baseline_at is not None:
-            days = {day for kind_days in state.figures.values() for day in kind_days}
-            print(f"baseline: PostgreSQL's figures for {len(days)} day(s) taken")
+
+    def baseline(self, state: ImportState) -> None:
+        days = {day for kind_days in state.figures.values() for day in kind_days}
+        print(
+            f"baseline: PostgreSQL's figures for {len(days)} day(s) taken, after the workers "
+            "applied what the target topics already held"
+        )
 
     def resuming(self, state: ImportState) -> None:
         where = next((f for f in state.files if not f.done), None)

@@ -18,21 +18,28 @@ reading each field's type from the kind's JSON Schema (:func:`pipeline.contract.
   that is not JSON raises :class:`CellError` (``malformed_json``);
 - ``occurred_at`` (string or integer): digits are epoch milliseconds, anything else is
   the timestamp text;
-- every other column, including unknown ones (ignored by the validator), stays text.
+- every other column stays text.
+
+A column that is a field of no kind the file can hold (``--kind``, or any kind for a file
+whose ``type`` column picks the kind per row) is refused before anything is read or sent
+(:func:`check_columns`): the validator would ignore it, so a misspelt ``token`` would
+import every row with 0 tokens, and the verification, counting the same rows, would agree.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import orjson
 
 from pipeline.contract import EventKind, load_schema
+from pipeline.importer.sources import SourceError
 
-__all__ = ["CellError", "CellType", "field_types", "typed_row"]
+__all__ = ["CellError", "CellType", "check_columns", "field_types", "known_columns", "typed_row"]
 
 CellType = Literal["string", "integer", "number", "boolean", "object", "timestamp"]
 
@@ -96,6 +103,30 @@ def field_types(kind: EventKind) -> tuple[Mapping[str, CellType], frozenset[str]
         ):
             empty_ok.add(name)
     return types, frozenset(empty_ok)
+
+
+def known_columns(kind: EventKind | None) -> frozenset[str]:
+    """The columns a CSV file of ``kind`` may have: its fields (``type`` included); with
+    ``kind`` None (the kind comes from each row's ``type``), the fields of every kind."""
+    kinds = list(EventKind) if kind is None else [kind]
+    return frozenset(name for k in kinds for name in field_types(k)[0])
+
+
+def check_columns(path: Path, columns: Sequence[str], kind: EventKind | None) -> None:
+    """Raise :class:`~pipeline.importer.sources.SourceError` (one line naming the unknown
+    columns and the known ones) if a column of ``path``'s header is no field of ``kind``
+    (of any kind when None)."""
+    known = known_columns(kind)
+    unknown = [c for c in columns if c not in known]
+    if not unknown:
+        return
+    what = f"a field of {kind.value}" if kind is not None else "a field of any event kind"
+    listed = ", ".join(repr(c) for c in unknown)
+    raise SourceError(
+        f"{path}: unknown CSV column{'s' if len(unknown) > 1 else ''} {listed}: not {what} "
+        f"(known: {', '.join(sorted(known))}); rename or remove "
+        f"{'them' if len(unknown) > 1 else 'it'} (nothing was sent)"
+    )
 
 
 def _number(cell: str) -> object:

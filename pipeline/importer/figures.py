@@ -22,8 +22,11 @@ keep a set of what they counted (about 100 bytes per such event, not serialised)
 aggregated kinds (API calls, metric series) count every event, as the tables do. Costs are
 exact (integer 1e-8 USD); metric value sums are doubles, compared to one part in 10^9.
 
-:func:`database_figures` reads the same figures from PostgreSQL for given days. A kind
-without an entry in :data:`MEASURES` (a kind added later) is imported but not verified.
+:func:`database_figures` reads the same figures from PostgreSQL for given days, one
+statement per kind and day (each reads the partitions of one day, so a long range does not
+make one statement run into ``DATABASE_STATEMENT_TIMEOUT_MS``; if one day still does,
+:class:`FiguresTimeoutError` names the setting). A kind without an entry in
+:data:`MEASURES` (a kind added later) is imported but not verified.
 """
 
 from __future__ import annotations
@@ -35,8 +38,18 @@ from decimal import Decimal
 from typing import Any, Final, Literal
 
 from pipeline.contract import Event, EventKind
+from pipeline.errors import DatabaseError, DatabaseUnavailableError, classify_database_error
 
-__all__ = ["DAY_MS", "MEASURES", "Figures", "KindMeasures", "Measure", "day_iso", "values_match"]
+__all__ = [
+    "DAY_MS",
+    "MEASURES",
+    "Figures",
+    "FiguresTimeoutError",
+    "KindMeasures",
+    "Measure",
+    "day_iso",
+    "values_match",
+]
 
 DAY_MS: Final = 86_400_000
 _E8: Final = 100_000_000
@@ -198,34 +211,54 @@ class Figures:
 
 
 _KIND_BITS: Final = {kind: n for n, kind in enumerate(EventKind)}
+_QUERY_CANCELED: Final = "57014"  # statement_timeout (or a cancel request)
+
+
+class FiguresTimeoutError(DatabaseUnavailableError):
+    """Reading one day's figures ran into the statement timeout (SQLSTATE 57014): the
+    message names ``DATABASE_STATEMENT_TIMEOUT_MS``."""
 
 
 async def database_figures(conn: Any, days: Mapping[EventKind, Iterable[int]]) -> Figures:
     """What PostgreSQL holds for ``days`` (per kind), as :class:`Figures`.
 
-    One grouped query per kind over the range from its first to its last day; days in
-    between that are not asked for are dropped.
+    One statement per kind and day (see the module docstring); a day without rows is
+    absent. Raises :class:`FiguresTimeoutError` if a statement is cancelled (SQLSTATE
+    57014, as classified by :func:`~pipeline.errors.classify_database_error`); other errors
+    propagate as they are.
     """
     figures = Figures()
     for kind, wanted in days.items():
         spec = MEASURES.get(kind)
-        wanted_set = set(wanted)
-        if spec is None or not wanted_set:
+        if spec is None:
             continue
         where = f" AND {spec.where}" if spec.where else ""
         aggregates = ", ".join(f"{m.sql} AS m{i}" for i, m in enumerate(spec.measures))
         sql = (
-            f"SELECT floor(extract(epoch FROM {spec.column}) / 86400)::bigint AS day, "
-            f"{aggregates} FROM {spec.table} "
-            f"WHERE {spec.column} >= $1 AND {spec.column} < $2{where} GROUP BY 1"
+            f"SELECT {aggregates} FROM {spec.table} "
+            f"WHERE {spec.column} >= $1 AND {spec.column} < $2{where}"
         )
-        start = _EPOCH + timedelta(days=min(wanted_set))
-        end = _EPOCH + timedelta(days=max(wanted_set) + 1)
-        for row in await conn.fetch(sql, start, end):
-            day = int(row["day"])
-            if day in wanted_set:
-                values = [_read(m.unit, row[f"m{i}"]) for i, m in enumerate(spec.measures)]
-                figures.data[(kind, day)] = values
+        for day in sorted(set(wanted)):
+            start = _EPOCH + timedelta(days=day)
+            try:
+                row = await conn.fetchrow(sql, start, start + timedelta(days=1))
+            except Exception as exc:
+                error = classify_database_error(exc)
+                if isinstance(error, DatabaseError) and error.sqlstate == _QUERY_CANCELED:
+                    raise FiguresTimeoutError(
+                        f"reading {spec.table}'s figures for {day_iso(day)} was cancelled by "
+                        f"PostgreSQL ({error}): raise DATABASE_STATEMENT_TIMEOUT_MS (0 turns "
+                        "it off) for the import, and run the same command again (nothing is "
+                        "sent twice)",
+                        sqlstate=error.sqlstate,
+                    ) from exc
+                raise
+            raw = [row[f"m{i}"] for i in range(len(spec.measures))]
+            if all(v is None or v == 0 for v in raw):
+                continue  # no rows that day (count 0, sums NULL)
+            figures.data[(kind, day)] = [
+                _read(m.unit, v) for m, v in zip(spec.measures, raw, strict=True)
+            ]
     return figures
 
 

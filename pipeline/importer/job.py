@@ -7,20 +7,30 @@ in time); errors it does not handle propagate (``ConfigError`` and its subclasse
 ``PipelineError``\\ s exit 1). What it tells the operator goes through a
 :class:`Reporter`; this module prints nothing.
 
+Every run first reads the header of each CSV file and refuses (exit 2) a column that is a
+field of no kind the file can hold (:func:`~pipeline.importer.csv_cells.check_columns`).
+
 A first run (no position file yet):
 
 1. lock the first file (``flock``: a second import of it on this host fails at once);
 2. with a database configured, read the retention cut-offs (:func:`retention_cutoffs`);
 3. **scan** every file (:mod:`pipeline.importer.scan`): the reject file is written anew,
    the figures counted; stop here with ``--dry-run``;
-4. unless ``--no-verify``, take the **baseline**: PostgreSQL's figures for the file's days;
-5. save the position file, then **send** (:mod:`pipeline.importer.send`).
+4. save the position file, then **send** (:mod:`pipeline.importer.send`): once the fences
+   are written and before the first record, unless ``--no-verify``, wait until the
+   workers' watermark reaches the fences (every record already in the target topics is
+   applied: earlier traffic for the same days would otherwise land after the baseline
+   and count as the import's), then take the **baseline**: PostgreSQL's figures for the
+   files' days. The fences' offsets are exact, where a broker's end offsets may not be
+   (Tansu under-reports them).
 
 A run with a position file checks that the files (SHA-256) and options are the ones it
-records (and takes the baseline if the first run had ``--no-verify`` and nothing was sent
-yet), then sends what is left (nothing when it says ``complete``). Then, unless
-``--no-verify``: wait until the workers' watermark covers the import, read PostgreSQL's
-figures again and compare (:mod:`pipeline.importer.verify`).
+records (and takes the baseline the same way if the first run had ``--no-verify`` or
+stopped before sending anything), then sends what is left (nothing when it says
+``complete``). Then, unless ``--no-verify``: wait until the workers' watermark covers the
+import, read PostgreSQL's figures again and compare (:mod:`pipeline.importer.verify`);
+``--report`` writes the comparison (:class:`ImportReportError` if it cannot: the import
+itself is done).
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +52,7 @@ from pipeline.config import Config, DatabaseConfig
 from pipeline.contract import Event, EventKind
 from pipeline.errors import PipelineError, classify_database_error
 from pipeline.importer import position
+from pipeline.importer.csv_cells import check_columns
 from pipeline.importer.figures import Figures, database_figures
 from pipeline.importer.position import ImportState, PositionFileError
 from pipeline.importer.records import Reject, classify
@@ -54,11 +65,14 @@ from pipeline.producer import DEFAULT_MAX_RECORD_BYTES
 
 __all__ = [
     "ImportBusyError",
+    "ImportNotReadyError",
     "ImportOptions",
+    "ImportReportError",
     "ImportStoppedError",
     "Progressing",
     "Reporter",
     "run_import",
+    "write_report",
 ]
 
 
@@ -74,6 +88,17 @@ class ImportStoppedError(PipelineError):
     retriable = True
 
 
+class ImportNotReadyError(PipelineError):
+    """The workers did not apply the target topics' earlier records in time, so the
+    baseline could not be taken; nothing was sent: run the same command again."""
+
+    retriable = True
+
+
+class ImportReportError(PipelineError):
+    """The ``--report`` file could not be written; the import itself is done."""
+
+
 class Progressing(Protocol):
     def update(self, done: int, total: int | None = None) -> None: ...
     def finish(self) -> None: ...
@@ -85,6 +110,7 @@ class Reporter(Protocol):
     def progress(self, total: int | None, label: str, unit: str) -> Progressing | None: ...
     def scanned(self, state: ImportState, scan: ScanResult, *, dry_run: bool) -> None: ...
     def resuming(self, state: ImportState) -> None: ...
+    def baseline(self, state: ImportState) -> None: ...
     def sent(self, state: ImportState, report: SendReport | None) -> None: ...
     def not_applied(self, state: ImportState, group: str, timeout_s: float) -> None: ...
     def verified(self, state: ImportState, rows: list[Row]) -> None: ...
@@ -173,9 +199,17 @@ def _saver(path: Path, state: ImportState) -> Callable[[], None]:
     return save
 
 
+def _check_headers(sources: list[Source], kind: EventKind | None) -> None:
+    for source in sources:
+        columns = source.columns()
+        if columns is not None:
+            check_columns(source.path, columns, kind)
+
+
 async def run_import(options: ImportOptions, config: Config, reporter: Reporter) -> int:
     """Run (or resume, or verify again) the import of ``options.files``."""
     sources = [Source(path, options.format) for path in options.files]
+    _check_headers(sources, options.kind)  # before anything is read, locked or sent
     if not options.dry_run:
         config.require_kafka()  # before a long scan, not after
     with _locked(sources[0].path):
@@ -190,15 +224,29 @@ async def run_import(options: ImportOptions, config: Config, reporter: Reporter)
             if options.dry_run:
                 return 0
         save = _saver(options.position_path, state)
-        if options.verify and state.baseline is None and not state.lower_bounds:
-            # Started with --no-verify but nothing sent yet: the baseline can still be taken.
-            await _take_baseline(config.require_database(), state)
+        need_baseline = options.verify and state.baseline is None and not state.lower_bounds
+        if need_baseline and not state.valid_events:
+            # Nothing to send, no day to read: no traffic to wait for either.
+            await _take_baseline(options, config, state, reporter, None)
             save()
         if not state.complete:
             if state.valid_events:
                 cutoffs = {EventKind(k): v for k, v in state.cutoffs.items()}
                 base = state.events_sent  # a resumed run shows (and times) what is left
-                bar = reporter.progress(state.valid_events - base, "importing", "events")
+                bars: list[Progressing | None] = []
+
+                def sending(done: int) -> None:
+                    if not bars:  # made at the first record, after the baseline's display
+                        bars.append(
+                            reporter.progress(state.valid_events - base, "importing", "events")
+                        )
+                    bar = bars[0]
+                    if bar is not None:
+                        bar.update(done - base)
+
+                async def baseline(fences: Mapping[tuple[str, int], int]) -> None:
+                    await _take_baseline(options, config, state, reporter, fences)
+
                 try:
                     report: SendReport | None = await send_all(
                         config.require_kafka(),
@@ -207,11 +255,12 @@ async def run_import(options: ImportOptions, config: Config, reporter: Reporter)
                         sources,
                         _classifier(_kind(state.kind), state.now_ms, cutoffs),
                         save=save,
-                        progress=None if bar is None else lambda done: bar.update(done - base),
+                        progress=sending,
+                        before_send=baseline if need_baseline else None,
                     )
                 finally:
-                    if bar is not None:
-                        bar.finish()
+                    if bars and bars[0] is not None:
+                        bars[0].finish()
             else:
                 report = None
             state.complete = True
@@ -264,8 +313,6 @@ async def _first_run(
     if options.dry_run:
         reporter.scanned(state, result, dry_run=True)
         return None
-    if options.verify and database is not None:
-        await _take_baseline(database, state)
     try:
         position.save(options.position_path, state)
     except OSError as exc:
@@ -276,12 +323,64 @@ async def _first_run(
     return state
 
 
-async def _take_baseline(database: DatabaseConfig, state: ImportState) -> None:
-    """PostgreSQL's figures for the files' days, before anything is sent."""
+async def _wait_watermarks(
+    conn: Any,
+    reporter: Reporter,
+    label: str,
+    group: str,
+    targets: Mapping[tuple[str, int], int],
+    timeout_s: float,
+) -> bool:
+    """Wait (with progress) until ``group``'s watermark reaches ``targets``; False on
+    timeout."""
+    bar = reporter.progress(None, label, "records")
+    base: list[int] = []
+
+    def applying(done: int, total: int) -> None:
+        # Offsets below the first reading were applied before: count from there.
+        if not base:
+            base.append(done)
+        if bar is not None:
+            bar.update(done - base[0], total - base[0])
+
+    try:
+        return await wait_applied(conn, group, targets, timeout_s=timeout_s, progress=applying)
+    finally:
+        if bar is not None:
+            bar.finish()
+
+
+async def _take_baseline(
+    options: ImportOptions,
+    config: Config,
+    state: ImportState,
+    reporter: Reporter,
+    fences: Mapping[tuple[str, int], int] | None,
+) -> None:
+    """PostgreSQL's figures for the files' days, before anything is sent, once the workers
+    applied every record before ``fences`` (the offsets of this run's fences: everything
+    in the target topics when it started). Raises :class:`ImportNotReadyError` if they do
+    not within ``--verify-timeout-s``."""
+    database = config.require_database()
+    group = config.worker.group_id
     days = Figures.from_json(state.figures).days()
-    baseline = await _connected(database, lambda c: database_figures(c, days))
+
+    async def work(conn: Any) -> Figures:
+        if fences and not await _wait_watermarks(
+            conn, reporter, "catching up", group, fences, options.verify_timeout_s
+        ):
+            raise ImportNotReadyError(
+                f"the workers of group {group} have not applied the records already in the "
+                f"target topics within {options.verify_timeout_s:g}s, and the baseline must "
+                "wait for them (they may be for the same days); nothing was sent: start the "
+                "workers or let them catch up, then run the same command again"
+            )
+        return await database_figures(conn, days)
+
+    baseline = await _connected(database, work)
     state.baseline = baseline.to_json()
     state.baseline_at = datetime.now(UTC).isoformat(timespec="seconds")
+    reporter.baseline(state)
 
 
 def _check_resume(options: ImportOptions, state: ImportState, sources: list[Source]) -> None:
@@ -304,24 +403,9 @@ async def _verify(
     days = figures.days()
 
     async def work(conn: Any) -> Figures | None:
-        bar = reporter.progress(None, "applying", "records")
-        base: list[int] = []
-
-        def applying(done: int, total: int) -> None:
-            # Offsets below the first reading were applied before: count from there.
-            if not base:
-                base.append(done)
-            if bar is not None:
-                bar.update(done - base[0], total - base[0])
-
-        try:
-            applied = await wait_applied(
-                conn, group, state.targets, timeout_s=options.verify_timeout_s, progress=applying
-            )
-        finally:
-            if bar is not None:
-                bar.finish()
-        if not applied:
+        if not await _wait_watermarks(
+            conn, reporter, "applying", group, state.targets, options.verify_timeout_s
+        ):
             return None
         return await database_figures(conn, days)
 
@@ -333,9 +417,27 @@ async def _verify(
     rows = compare(figures, before, after)
     reporter.verified(state, rows)
     if options.report is not None:
-        doc = report_json(rows, baseline_at=state.baseline_at)
-        data = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-        tmp = options.report.with_name(f".{options.report.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(options.report)
+        write_report(options.report, rows, baseline_at=state.baseline_at)
     return 0 if all(r.ok for r in rows) else 1
+
+
+def write_report(path: Path, rows: list[Row], *, baseline_at: str | None) -> None:
+    """Write the verification as JSON to ``path`` (atomically: a temporary file renamed).
+
+    Raises :class:`ImportReportError` (one line: the import itself is done) if it cannot.
+    """
+    doc = report_json(rows, baseline_at=baseline_at)
+    data = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        try:
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ImportReportError(
+            f"cannot write the report {path} ({exc.strerror or exc}); the import itself is "
+            "done and its verification is shown above: run the same command again with a "
+            "writable --report to write it (nothing is sent again)"
+        ) from exc

@@ -6,7 +6,9 @@
    start a producer (acks=all, idempotent as configured, the configured compression);
 2. append a fence to every partition of the target topics (:mod:`pipeline.importer.tail`);
    if an earlier run may have sent records, read from the position file's lower bounds up
-   to the fences and remember the import's records found there (``landed``);
+   to the fences and remember the import's records found there (``landed``); if no run
+   sent anything yet (no lower bounds), call ``before_send(fences)``: the import waits
+   there until the workers applied everything before the fences, then takes the baseline;
 3. save the position file with the fences as new lower bounds (and ``landed``);
 4. for each file not done, from its ``next_ordinal``: read and decide the lines again
    (:func:`pipeline.importer.records.chunks`) and send each record whose key is not
@@ -26,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,12 +137,15 @@ async def send_all(
     *,
     save: Callable[[], None],
     progress: Callable[[int], None] | None = None,
+    before_send: Callable[[Mapping[tuple[str, int], int]], Awaitable[None]] | None = None,
     checkpoint_chunks: int = 20,
     checkpoint_s: float = 2.0,
 ) -> SendReport:
     """Send what is left of the import (see the module docstring); ``save()`` writes the
     position file; ``progress(events)`` counts events handed to the producer (skipped ones
-    included). Raises :class:`ImportKafkaError`,
+    included); ``before_send(fences)``, when no earlier run sent anything, runs after the
+    fences are written and before the first record (what it raises propagates; the
+    position file is then unchanged). Raises :class:`ImportKafkaError`,
     :class:`~pipeline.errors.BrokerUnreachableError`, ``ConfigError`` (a missing topic) or
     :class:`~pipeline.importer.sources.SourceError`."""
     kinds = {EventKind(k) for f in state.files for k, n in f.valid.items() if n}
@@ -179,6 +184,8 @@ async def send_all(
                 state.landed[key] = (topic, partition, offset)
                 tp = (topic, partition)
                 state.targets[tp] = max(state.targets.get(tp, 0), offset + 1)
+        elif before_send is not None:  # nothing sent by any run yet
+            await before_send(fences)
         state.lower_bounds = {tp: offset + 1 for tp, offset in fences.items()}
         save()
         sender = _Sender(

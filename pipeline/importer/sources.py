@@ -12,12 +12,15 @@ skipped, but counted in line numbers). Each line has
   cells still text: :mod:`pipeline.importer.csv_cells` types them per kind), or None;
 - ``error``: ``(reason, detail)`` when the line cannot be decoded at all.
 
-Nothing here raises for bad data: an undecodable line is a ``Line`` with an ``error``.
+Nothing here raises for bad data: an undecodable line is a ``Line`` with an ``error``
+(a CSV row with more or fewer cells than the header is ``malformed_csv``: a missing
+trailing cell is not an empty one, and would otherwise import the row with defaults).
 :class:`SourceError` is for files that cannot be read at all (missing, unknown format, a
-CSV file without a usable header). Lines before ``skip`` are read but not decoded (a resumed
-import skips them quickly). While reading, the raw bytes are counted (``bytes_read``, for
-the progress display) and hashed: once the iteration ends, ``sha256`` is the digest of
-the whole file as stored (compressed bytes for a gzip file).
+CSV file without a usable header; :meth:`Source.columns` reads the header alone). Lines
+before ``skip`` are read but not decoded (a resumed import skips them quickly). While
+reading, the raw bytes are counted (``bytes_read``, for the progress display) and hashed:
+once the iteration ends, ``sha256`` is the digest of the whole file as stored (compressed
+bytes for a gzip file).
 
 Formats: the name decides (``.jsonl``, ``.ndjson``, ``.json`` or ``.csv``, each optionally
 followed by ``.gz``) unless a format is given; gzip is recognised by its magic bytes,
@@ -173,6 +176,27 @@ class Source:
             stream.close()
             buffered.close()
 
+    def columns(self) -> list[str] | None:
+        """A CSV file's column names, from its header row read alone (None for JSON Lines
+        or an empty file). Raises :class:`SourceError` as :meth:`lines` does for a header
+        that does not name every column once, event_id among them."""
+        if self.format != "csv":
+            return None
+        try:
+            with self.path.open("rb") as raw:
+                stream: Any = gzip.GzipFile(fileobj=raw, mode="rb") if self.gzip else raw
+                text = io.TextIOWrapper(
+                    stream, encoding="utf-8-sig", errors="surrogateescape", newline=""
+                )
+                try:
+                    return _header(csv.reader(text), self.path)
+                finally:
+                    text.detach()
+        except OSError as exc:
+            raise SourceError(f"cannot read {self.path}: {exc}") from exc
+        except EOFError as exc:
+            raise SourceError(f"{self.path}: the compressed stream is truncated ({exc})") from exc
+
     def digest(self) -> str:
         """The SHA-256 of the file as stored, reading it once without decoding."""
         h = hashlib.sha256()
@@ -220,11 +244,13 @@ def _csv(stream: Any, skip: int, path: Path) -> Iterator[Line]:
         text.detach()  # the caller closes the binary stream (and hashes what is left)
 
 
-def _csv_rows(reader: Any, skip: int, path: Path) -> Iterator[Line]:
+def _header(reader: Any, path: Path) -> list[str] | None:
+    """The CSV header row's column names (None for an empty file); a
+    :class:`SourceError` if it does not name every column once, event_id among them."""
     try:
         header = next(reader)
     except StopIteration:
-        return
+        return None
     except csv.Error as exc:
         raise SourceError(f"{path}: the CSV header row cannot be read: {exc}") from exc
     header = [h.strip() for h in header]
@@ -235,6 +261,13 @@ def _csv_rows(reader: Any, skip: int, path: Path) -> Iterator[Line]:
             f"{path}: the CSV header has no event_id column (columns: {', '.join(header)}); "
             "the first row must name the fields"
         )
+    return header
+
+
+def _csv_rows(reader: Any, skip: int, path: Path) -> Iterator[Line]:
+    header = _header(reader, path)
+    if header is None:
+        return
     width = len(header)
     ordinal = 0
     previous = reader.line_num
@@ -256,14 +289,16 @@ def _csv_rows(reader: Any, skip: int, path: Path) -> Iterator[Line]:
             continue
         if ordinal < skip:
             yield Line(ordinal, number, None, None, row)
-        elif len(row) > width:
+        elif len(row) != width:
+            # A short row too: its missing cells would become absent fields (defaults
+            # applied), a shifted or truncated row imported as if it were whole.
             detail = f"the row has {len(row)} cells, the header {width}"
             yield Line(ordinal, number, None, ("malformed_csv", detail), row)
         elif _not_utf8(row):
             detail = "the row is not valid UTF-8"
             yield Line(ordinal, number, None, ("malformed_csv", detail), row)
         else:
-            yield Line(ordinal, number, dict(zip(header, row, strict=False)), None, row)
+            yield Line(ordinal, number, dict(zip(header, row, strict=True)), None, row)
         ordinal += 1
 
 

@@ -22,6 +22,15 @@ between two bounds:
 with one of the files' SHA-256 prefixes (see :func:`pipeline.importer.records.record_key`).
 The read covers at most one checkpoint interval of each partition's traffic, and does not
 depend on the end offsets a broker reports (the embedded Tansu under-reports them).
+
+It must start **at** the lower bound: if the topic's retention deleted records between
+the lower bound and the fence (a resume long after the interruption), which of the
+import's records were acknowledged can no longer be proved, and starting from the log's
+new beginning instead would send some of them again (API calls and metric samples are
+added, so counted twice). :func:`find_landed` first compares each partition's beginning
+offset with its lower bound (:func:`retention_gaps`) and refuses with
+:class:`ImportRetentionError` (exit 1); the read itself never jumps to the log's beginning
+either (``auto_offset_reset="none"``: an offset deleted meanwhile refuses the same way).
 """
 
 from __future__ import annotations
@@ -32,19 +41,28 @@ from collections.abc import Collection, Mapping
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from pipeline.config import KafkaConfig
 from pipeline.errors import PipelineError
 from pipeline.kafka import client_options, require_codecs
 
-__all__ = ["FENCE_KEY", "ImportKafkaError", "find_landed", "send_fences"]
+__all__ = [
+    "FENCE_KEY",
+    "ImportKafkaError",
+    "ImportRetentionError",
+    "find_landed",
+    "retention_gaps",
+    "send_fences",
+]
 
 FENCE_KEY: Final = b"pipeline-import-fence"
 FENCE_VALUE: Final = b"[]"
 _STUCK_S: Final = 60.0
 
 Offsets = dict[tuple[str, int], int]
+Gap = tuple[tuple[str, int], int, int | None]
+"""A partition, its lower bound and where its log begins now (None: unknown)."""
 
 
 class ImportKafkaError(PipelineError):
@@ -52,6 +70,50 @@ class ImportKafkaError(PipelineError):
     again to resume."""
 
     retriable = True
+
+
+class ImportRetentionError(PipelineError):
+    """The topics' retention deleted records an interrupted import may have sent after its
+    last checkpoint: resuming cannot prove what was sent, so it refuses (exit 1)."""
+
+    def __init__(self, gaps: list[Gap]) -> None:
+        (topic, partition), lower, beginning = gaps[0]
+        span = (
+            f"offsets {lower} to {beginning - 1}"
+            if beginning is not None
+            else f"records from offset {lower}"
+        )
+        others = f" (and {len(gaps) - 1} more partition(s))" if len(gaps) > 1 else ""
+        super().__init__(
+            f"cannot resume the import: Kafka's retention deleted {span} of {topic} "
+            f"partition {partition}{others}, where the interrupted "
+            "run may have sent records after its last checkpoint, so the import cannot prove "
+            "which of them were sent and resending could count events twice; nothing more "
+            "was sent: verify what PostgreSQL holds for the files' days against the files "
+            "(the position file keeps their figures and the baseline) and import what is "
+            "missing from a new file with a new position file"
+        )
+        self.gaps = gaps
+
+
+def retention_gaps(
+    lower_bounds: Mapping[tuple[str, int], int],
+    fences: Mapping[tuple[str, int], int],
+    beginnings: Mapping[tuple[str, int], int],
+) -> list[Gap]:
+    """The partitions to read (lower bound below the fence) whose log now begins after the
+    lower bound (the records in between were deleted), as ``(tp, lower, beginning)``,
+    sorted. A partition without a lower bound (added since) is to be read from offset 0;
+    a partition whose beginning is unknown counts as deleted from the fence."""
+    gaps: list[Gap] = []
+    for tp, fence in sorted(fences.items()):
+        lower = lower_bounds.get(tp, 0)
+        if lower >= fence:
+            continue
+        beginning = beginnings.get(tp, fence)
+        if beginning > lower:
+            gaps.append((tp, lower, beginning))
+    return gaps
 
 
 async def send_fences(producer: Any, topics: Collection[str]) -> Offsets:
@@ -76,8 +138,9 @@ async def find_landed(
     starts with one of ``prefixes``; see the module docstring. A partition without a lower
     bound (added since) is read from its beginning.
 
-    Raises :class:`ImportKafkaError` if the broker cannot be read or makes no progress
-    for a minute.
+    Raises :class:`ImportRetentionError` if records between a lower bound and its fence
+    were deleted, :class:`ImportKafkaError` if the broker cannot be read or makes no
+    progress for a minute.
     """
     wanted = tuple(p.encode() for p in prefixes)
     todo = {tp: end for tp, end in fences.items() if lower_bounds.get(tp, 0) < end}
@@ -88,12 +151,17 @@ async def find_landed(
         **client_options(kafka),
         group_id=None,
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        auto_offset_reset="none",  # never jump to the log's beginning: see the docstring
     )
     landed: dict[str, tuple[str, int, int]] = {}
     try:
         await consumer.start()
         parts = {tp: TopicPartition(*tp) for tp in todo}
+        found = await consumer.beginning_offsets(list(parts.values()))
+        beginnings = {(p.topic, p.partition): offset for p, offset in found.items()}
+        gaps = retention_gaps(lower_bounds, todo, beginnings)
+        if gaps:
+            raise ImportRetentionError(gaps)
         consumer.assign(list(parts.values()))
         for tp, part in parts.items():
             consumer.seek(part, lower_bounds.get(tp, 0))
@@ -123,6 +191,11 @@ async def find_landed(
                     "while looking for records of the interrupted import; run the command "
                     "again"
                 )
+    except OffsetOutOfRangeError as exc:  # deleted after the check above
+        out = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        lost: list[Gap] = [((p.topic, p.partition), o, None) for p, o in out.items()]
+        first = next(iter(todo))
+        raise ImportRetentionError(lost or [(first, lower_bounds.get(first, 0), None)]) from exc
     except KafkaError as exc:
         raise ImportKafkaError(f"could not read the target topics: {exc!r}") from exc
     except OSError as exc:

@@ -283,3 +283,36 @@ async def test_verification_waits_for_the_workers_and_fails_on_a_mismatch(
         await conn.close()
     out = check(run_import(stack, path, "--kind", "audit"), 1)
     assert "MISMATCH" in out and "DIFFERS" in out
+
+
+@pytest.mark.asyncio
+async def test_csv_rows_and_columns_that_do_not_match_the_header_are_not_imported(
+    stack: Pipeline,
+) -> None:
+    items = [i for i in valid_items(200, seed=7) if i.kind == EventKind.API_CALL]
+    path = stack.tmp / "calls.csv"
+    write_csv(path, events_of(items, EventKind.API_CALL))
+    with path.open(newline="", encoding="utf-8") as f:
+        header, *rows = list(csv.reader(f))
+
+    # A misspelt column: refused before anything is read or sent.
+    typo = stack.tmp / "typo.csv"
+    with typo.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["token" if c == "tokens" else c for c in header], *rows])
+    result = run_import(stack, typo, "--kind", "api_call")
+    check(result, 2)
+    assert "unknown CSV column 'token': not a field of api_call" in result.stderr
+    assert not (stack.tmp / "typo.csv.position.json").exists()
+
+    # A short row (its last two cells cut): rejected with its line, not imported with
+    # defaults; the rest is imported and verified.
+    rows[3] = rows[3][:-2]
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([header, *rows])
+    stack.start_worker()
+    out = check(run_import(stack, path, "--kind", "api_call", "--reject-file", "bad.jsonl"))
+    assert "1 rejected" in out and "verified: PostgreSQL gained exactly" in out
+    (reject,) = [orjson.loads(x) for x in (stack.tmp / "bad.jsonl").read_bytes().splitlines()]
+    assert reject["line"] == 5 and reject["reason"] == "malformed_csv"
+    assert reject["detail"] == f"the row has {len(header) - 2} cells, the header {len(header)}"
+    await assert_totals(stack, items[:3] + items[4:])

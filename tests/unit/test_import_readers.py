@@ -107,7 +107,8 @@ def test_csv_rows_keep_the_line_they_start_on(tmp_path: Path) -> None:
     got = lines_of(Source(path))
     assert [(o, n) for o, n, _, _ in got] == [(0, 2), (1, 5), (2, 6), (3, 7), (4, 8)]
     assert got[0][2] == {"event_id": "a", "message": "two\nlines", "level": "info"}
-    assert got[1][2] == {"event_id": "b", "message": "short"}  # missing cells: absent
+    # A short row is not imported with defaults for its missing cells: it is rejected.
+    assert got[1][2] is None and got[1][3] == ("malformed_csv", "the row has 2 cells, the header 3")
     assert got[2][3] == ("malformed_csv", "the row has 4 cells, the header 3")
     assert got[3][3] == ("malformed_csv", "the row is not valid UTF-8")
     assert got[4][2] == {"event_id": "e", "message": "last", "level": "warn"}
