@@ -278,7 +278,9 @@ class AnalyticsConfig:
     order of preference (``ANALYTICS_DATABASE_URL``, comma-separated). Before a query each
     one is checked (reachable within ``check_timeout_s``, in recovery, replay lag under
     ``max_lag_s``); a long-running process reuses a check for ``check_interval_s``. With
-    no healthy replica, queries go to the primary (``DATABASE_URL``).
+    no healthy replica, queries go to the primary (``DATABASE_URL``). Each replica's
+    connect and statement timeouts are the primary's (``DATABASE_CONNECT_TIMEOUT_S``,
+    ``DATABASE_STATEMENT_TIMEOUT_MS``); the check itself is bounded by ``check_timeout_s``.
     See :mod:`pipeline.analytics.routing`."""
 
     replicas: tuple[DatabaseConfig, ...] = ()
@@ -326,12 +328,6 @@ class Config:
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"PIPELINE_LOG_FORMAT must be text or json, got {self.log_format!r}")
 
-    @property
-    def analytics_database(self) -> DatabaseConfig | None:
-        """The first (preferred) read replica, unchecked; ``None`` without replicas. Analyst
-        queries should go through :class:`pipeline.analytics.routing.ReplicaRouter`."""
-        return self.analytics.replicas[0] if self.analytics.replicas else None
-
     def require_database(self) -> DatabaseConfig:
         """Return the database settings or raise a :class:`ConfigError` that says what to do."""
         if self.database is None:
@@ -368,6 +364,11 @@ class Config:
         a = self.analytics
         if a.replicas:
             env["ANALYTICS_DATABASE_URL"] = ",".join(r.url for r in a.replicas)
+            if self.database is None:  # the replicas' timeouts are DATABASE_*'s (from_env)
+                env.update(
+                    DATABASE_CONNECT_TIMEOUT_S=str(a.replicas[0].connect_timeout_s),
+                    DATABASE_STATEMENT_TIMEOUT_MS=str(a.replicas[0].statement_timeout_ms),
+                )
         env.update(
             ANALYTICS_MAX_LAG_S=str(a.max_lag_s),
             ANALYTICS_CHECK_INTERVAL_S=str(a.check_interval_s),
@@ -431,8 +432,14 @@ class Config:
             reader.text("ANALYTICS_DATABASE_URL") or "", "ANALYTICS_DATABASE_URL"
         )
         d_analytics = AnalyticsConfig()
+        connect_s, statement_ms = _database_timeouts(reader)
         analytics = AnalyticsConfig(
-            replicas=tuple(DatabaseConfig(url=url) for url in replica_urls),
+            replicas=tuple(
+                DatabaseConfig(
+                    url=url, connect_timeout_s=connect_s, statement_timeout_ms=statement_ms
+                )
+                for url in replica_urls
+            ),
             max_lag_s=reader.number("ANALYTICS_MAX_LAG_S", d_analytics.max_lag_s),
             check_interval_s=reader.number(
                 "ANALYTICS_CHECK_INTERVAL_S", d_analytics.check_interval_s
@@ -572,12 +579,21 @@ def _database_from_env(reader: _Reader) -> DatabaseConfig | None:
         url = f"postgresql://{user}{password}@{host}{port}/{pg['PGDATABASE'] or 'postgres'}"
         url = f"{url}?{query}" if query else url
     d = DatabaseConfig(url="postgresql://x@y/z")
+    connect_s, statement_ms = _database_timeouts(reader)
     return DatabaseConfig(
         url=url,
         pool_min_size=reader.integer("DATABASE_POOL_MIN_SIZE", d.pool_min_size),
         pool_max_size=reader.integer("DATABASE_POOL_MAX_SIZE", d.pool_max_size),
-        connect_timeout_s=reader.number("DATABASE_CONNECT_TIMEOUT_S", d.connect_timeout_s),
-        statement_timeout_ms=reader.integer(
-            "DATABASE_STATEMENT_TIMEOUT_MS", d.statement_timeout_ms
-        ),
+        connect_timeout_s=connect_s,
+        statement_timeout_ms=statement_ms,
+    )
+
+
+def _database_timeouts(reader: _Reader) -> tuple[float, int]:
+    """DATABASE_CONNECT_TIMEOUT_S and DATABASE_STATEMENT_TIMEOUT_MS: the primary's, and
+    every read replica's of ANALYTICS_DATABASE_URL alike."""
+    d = DatabaseConfig(url="postgresql://x@y/z")
+    return (
+        reader.number("DATABASE_CONNECT_TIMEOUT_S", d.connect_timeout_s),
+        reader.integer("DATABASE_STATEMENT_TIMEOUT_MS", d.statement_timeout_ms),
     )

@@ -170,6 +170,45 @@ def classify_database_error(exc: BaseException) -> PipelineError | None:
     return None
 
 
+# SQLSTATEs some callers react to specifically, through the predicates below.
+INSUFFICIENT_PRIVILEGE = "42501"
+# 55000 object_not_in_prerequisite_state: e.g. pg_stat_statements queried without its library
+# preloaded, or pg_current_wal_lsn() on a server in recovery.
+OBJECT_NOT_IN_PREREQUISITE_STATE = "55000"
+# After these the session is gone: class 08 (connection exception) and the server shutting
+# down or not accepting connections.
+_SESSION_GONE = ("08", "57P01", "57P02", "57P03")
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    """The SQLSTATE of a PostgreSQL error, raw (asyncpg) or classified
+    (:class:`DatabaseError`); None for anything else or when the server sent none."""
+    if isinstance(exc, DatabaseError):
+        return exc.sqlstate or None
+    if isinstance(exc, asyncpg.PostgresError):
+        return exc.sqlstate or None
+    return None
+
+
+def is_insufficient_privilege(exc: BaseException) -> bool:
+    """The login lacks a privilege (SQLSTATE 42501): a GRANT fixes it."""
+    return sqlstate_of(exc) == INSUFFICIENT_PRIVILEGE
+
+
+def is_not_in_prerequisite_state(exc: BaseException) -> bool:
+    """The object exists but is not usable yet (SQLSTATE 55000)."""
+    return sqlstate_of(exc) == OBJECT_NOT_IN_PREREQUISITE_STATE
+
+
+def is_session_lost(exc: BaseException) -> bool:
+    """The connection is gone (a classified :class:`DatabaseUnavailableError` without a
+    SQLSTATE, class 08, or the server shutting down): nothing more can run on it."""
+    error = classify_database_error(exc)
+    if not isinstance(error, DatabaseUnavailableError):
+        return False
+    return not error.sqlstate or error.sqlstate.startswith(_SESSION_GONE)
+
+
 def raised_as(exc: Exception) -> Exception:
     """What to raise for ``exc`` from PostgreSQL: its classification, or ``exc`` itself
     when it is not a database error (a bug). Use as ``raise raised_as(exc) from exc``."""

@@ -174,8 +174,9 @@ class AnalyticsMetrics:
         )
         self.replica_lag = Gauge(
             "pipeline_analytics_replica_lag_seconds",
-            "Replay lag of a read replica at its last check (0 when it has replayed all the "
-            "WAL it received); NaN when unknown (unreachable, not a replica).",
+            "Replay lag of a read replica at its last check (0 when it has replayed up to "
+            "the primary's WAL position read before the check); NaN when unknown "
+            "(unreachable, not a replica, nothing replayed yet).",
             ["replica"],
             registry=r,
         )

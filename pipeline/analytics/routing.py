@@ -15,20 +15,37 @@ A replica (``ANALYTICS_DATABASE_URL``, comma-separated, in order of preference) 
 finds it:
 
 1. reachable: connected and answered within ``ANALYTICS_CHECK_TIMEOUT_S``; a login it
-   refuses counts as unreachable too, the detail says which;
+   refuses counts as unreachable too, the detail says which (and names
+   ``ANALYTICS_DATABASE_URL``);
 2. in recovery (``pg_is_in_recovery()``): a standby, not a primary or a promoted replica;
-3. with replay lag under ``ANALYTICS_MAX_LAG_S``, measured on the replica alone
-   (:func:`judge`):
+3. with replay lag under ``ANALYTICS_MAX_LAG_S`` (:func:`judge`). Before the replicas are
+   checked, the primary's WAL position is read (:data:`PRIMARY_POSITION_SQL`,
+   ``pg_current_wal_lsn()`` on ``DATABASE_URL``, which any login may call; within the same
+   timeout). Then, on each replica:
 
-   - a WAL receiver runs and everything it received is replayed
-     (``pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn()``): lag 0. The age of the
-     last replayed transaction is *not* used here: on an idle primary it grows without
-     bound although the replica is fully caught up;
-   - replay paused (``pg_is_wal_replay_paused()``) with WAL pending, or with no WAL
-     receiver: lagging, whatever the age says (it will not catch up by itself);
-   - otherwise (WAL pending, or no WAL receiver: the replica cannot know what the primary
-     has): ``now() - pg_last_xact_replay_timestamp()``, unknown counting as lagging. This
-     compares the replica's clock with the primary's commit times: keep clocks in sync.
+   - replayed up to that position (``pg_last_wal_replay_lsn()`` at or past it): lag 0.
+     It has everything the primary had written when the check began. The age of its last
+     replayed transaction is *not* used here: on an idle primary it grows without bound
+     although the replica is fully caught up;
+   - behind it with WAL replay paused (``pg_is_wal_replay_paused()``): lagging, whatever
+     the age says (it will not catch up by itself);
+   - behind it otherwise (catching up a backlog, or just restarted or reconnected, even
+     when it has replayed everything it received): the age of the last replayed commit,
+     ``clock_timestamp() - pg_last_xact_replay_timestamp()``; unknown (nothing replayed
+     since the replica started) counts as lagging. Everything committed before that commit
+     is on the replica, so the replica is at most that stale. This compares the replica's
+     clock with the primary's commit times: keep clocks in sync. (A replica of a primary
+     idle for hours that has not yet replayed the last few bytes, say a checkpoint record,
+     is judged by that old commit and skipped until it replays them, within milliseconds.)
+
+   Without the primary's position (no ``DATABASE_URL``, or the primary did not answer in
+   time or is itself in recovery) the replica is judged alone, by the weaker rule: a WAL
+   receiver runs and everything it received is replayed (``pg_last_wal_receive_lsn() <=
+   pg_last_wal_replay_lsn()``; after a restart the receive position can be below the
+   replay position): lag 0, although a replica catching up a backlog, or just reconnected,
+   also sits at its receive position while behind; replay paused with WAL pending, or with
+   no WAL receiver: lagging; otherwise the age of the last replayed commit as above. The
+   check's detail then says ``primary position unknown``.
 
 The first healthy replica in the listed order answers (put the nearest first). With none,
 the primary (``DATABASE_URL``, its login included) answers, and the route's reason is the
@@ -36,7 +53,8 @@ preferred (first) replica's verdict. Every check sets the gauges
 ``pipeline_analytics_replica_lag_seconds`` and ``pipeline_analytics_replica_healthy``;
 every ``choose`` counts ``pipeline_analytics_route_total{target, reason}``. Whenever the
 route changes (always on the first ``choose`` of a process) one line is logged: a WARNING
-naming each replica and its reason when falling back to the primary, INFO otherwise.
+naming each replica and its reason when falling back to the primary (or when nothing can
+answer, for :meth:`ReplicaRouter.watch`), INFO otherwise.
 
 Checks are cached for ``ANALYTICS_CHECK_INTERVAL_S``: a long-running process calls
 ``choose`` before each query and the replicas are checked at most once per interval
@@ -55,6 +73,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -62,6 +81,7 @@ import asyncpg
 from pipeline.config import AnalyticsConfig, DatabaseConfig
 from pipeline.errors import (
     ConfigError,
+    DatabaseRefusedError,
     DatabaseUnavailableError,
     PipelineError,
     classify_database_error,
@@ -81,18 +101,26 @@ class RouteReason(enum.StrEnum):
     NO_REPLICAS_CONFIGURED = "no_replicas_configured"
 
 
+PRIMARY_POSITION_SQL = "SELECT pg_current_wal_lsn()::text"
+"""The primary's WAL position, read before the replicas are checked (any login may call
+``pg_current_wal_lsn()``; on a server in recovery it fails with SQLSTATE 55000)."""
+
 CHECK_SQL = """
 SELECT pg_is_in_recovery() AS in_recovery,
        EXISTS (SELECT 1 FROM pg_stat_wal_receiver) AS receiving,
        pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::float8
            AS pending_bytes,
+       pg_wal_lsn_diff($1::text::pg_lsn, pg_last_wal_replay_lsn())::float8
+           AS behind_primary_bytes,
+       pg_last_wal_replay_lsn()::text AS replay_lsn,
        CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END
            AS replay_paused,
        extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8
            AS replay_age_s
 """
 """One round trip, readable by any login (``pg_stat_wal_receiver`` shows every role
-whether a WAL receiver runs; its details need ``pg_read_all_stats``, not used here)."""
+whether a WAL receiver runs; its details need ``pg_read_all_stats``, not used here).
+``$1`` is the primary's WAL position as text, or NULL when unknown."""
 
 
 @dataclass(frozen=True)
@@ -103,31 +131,80 @@ class ReplicaState:
     receiving: bool = False  # a WAL receiver process runs (streaming, or trying to)
     pending_bytes: float | None = None  # WAL received but not replayed; None: no receiver
     replay_paused: bool = False
-    replay_age_s: float | None = None  # now() - the last replayed commit; None: none yet
+    replay_age_s: float | None = None  # clock_timestamp() - the last replayed commit
+    # The primary's WAL position read before the check minus the replay position; None
+    # when the primary's position is unknown (then the replica is judged alone).
+    behind_primary_bytes: float | None = None
+    replay_lsn: str | None = None
+    primary_lsn: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Any, primary_lsn: str | None) -> ReplicaState:
+        """The state :data:`CHECK_SQL` read, run with ``primary_lsn`` as its parameter."""
+        return cls(
+            in_recovery=row["in_recovery"],
+            receiving=row["receiving"],
+            pending_bytes=row["pending_bytes"],
+            replay_paused=row["replay_paused"],
+            replay_age_s=row["replay_age_s"],
+            behind_primary_bytes=row["behind_primary_bytes"],
+            replay_lsn=row["replay_lsn"],
+            primary_lsn=primary_lsn,
+        )
 
 
 def judge(state: ReplicaState, max_lag_s: float) -> tuple[RouteReason, float | None, str]:
     """The verdict on one replica: its reason (``HEALTHY_REPLICA`` when usable), its replay
-    lag in seconds (``None`` when unknown) and a short explanation."""
+    lag in seconds (``None`` when unknown) and a short explanation. See the module
+    docstring for the rule; without ``state.behind_primary_bytes`` (the primary's position
+    unknown) the replica is judged alone, by the weaker rule."""
     if not state.in_recovery:
         return RouteReason.REPLICA_NOT_IN_RECOVERY, None, "not in recovery (a primary?)"
-    pending = state.pending_bytes
-    if state.receiving and pending is not None and pending <= 0:
-        return RouteReason.HEALTHY_REPLICA, 0.0, "replayed all WAL received"
     age = None if state.replay_age_s is None else max(state.replay_age_s, 0.0)
+    behind = state.behind_primary_bytes
+    if behind is not None:
+        if behind <= 0:
+            return (
+                RouteReason.HEALTHY_REPLICA,
+                0.0,
+                f"replayed up to the primary's position {state.primary_lsn}",
+            )
+        where = f"{behind:.0f} bytes behind the primary"
+    else:
+        pending = state.pending_bytes
+        if state.receiving and pending is not None and pending <= 0:
+            return (
+                RouteReason.HEALTHY_REPLICA,
+                0.0,
+                "replayed all WAL received, primary position unknown",
+            )
+        if state.receiving:
+            where = f"{pending or 0:.0f} bytes of WAL pending, primary position unknown"
+        else:
+            where = "no WAL receiver, primary position unknown"
     if state.replay_paused:
-        what = f"{pending or 0:.0f} bytes of WAL pending" if state.receiving else "no WAL receiver"
-        return RouteReason.REPLICA_LAGGING, age, f"WAL replay is paused, {what}"
+        return RouteReason.REPLICA_LAGGING, age, f"WAL replay is paused, {where}"
     if age is None:
-        return RouteReason.REPLICA_LAGGING, None, "lag unknown: no transaction replayed yet"
+        return (
+            RouteReason.REPLICA_LAGGING,
+            None,
+            f"lag unknown: no transaction replayed yet, {where}",
+        )
     if age >= max_lag_s:
-        return RouteReason.REPLICA_LAGGING, age, f"replay lag {age:.1f} s >= {max_lag_s:g} s"
-    return RouteReason.HEALTHY_REPLICA, age, f"replay lag {age:.1f} s"
+        return (
+            RouteReason.REPLICA_LAGGING,
+            age,
+            f"replay lag {age:.1f} s >= {max_lag_s:g} s, {where}",
+        )
+    return RouteReason.HEALTHY_REPLICA, age, f"replay lag {age:.1f} s, {where}"
 
 
-async def probe_replica(config: DatabaseConfig, timeout_s: float) -> ReplicaState:
-    """Connect to ``config`` and read its :class:`ReplicaState`, all within ``timeout_s``.
-    Raises a classified :class:`~pipeline.errors.PipelineError` when that fails."""
+async def _fetchrow(
+    config: DatabaseConfig, timeout_s: float, setting: str, sql: str, *args: object
+) -> asyncpg.Record:
+    """Connect to ``config``, run ``sql`` and disconnect, all within ``timeout_s``. Raises
+    a classified :class:`~pipeline.errors.PipelineError` naming ``setting`` when that
+    fails; an exception that is not a database or connection error (a bug) propagates."""
     conn = None
     try:
         async with asyncio.timeout(timeout_s):
@@ -139,27 +216,51 @@ async def probe_replica(config: DatabaseConfig, timeout_s: float) -> ReplicaStat
                     "statement_timeout": str(max(1, int(timeout_s * 1000))),
                 },
             )
-            row = await conn.fetchrow(CHECK_SQL)
+            row = await conn.fetchrow(sql, *args)
             await conn.close(timeout=timeout_s)
             conn = None
+    except TimeoutError as exc:
+        raise DatabaseUnavailableError(
+            f"did not answer within ANALYTICS_CHECK_TIMEOUT_S={timeout_s:g}s"
+        ) from exc
     except Exception as exc:
         error = classify_database_error(exc)
         if error is None:
             raise
+        if isinstance(error, DatabaseRefusedError):
+            raise DatabaseRefusedError(
+                f"{error}; check the login in {setting} (user, password, database) and the "
+                "server's pg_hba.conf",
+                sqlstate=error.sqlstate,
+            ) from exc
         raise error from exc
     finally:
         if conn is not None:
             conn.terminate()
-    return ReplicaState(
-        in_recovery=row["in_recovery"],
-        receiving=row["receiving"],
-        pending_bytes=row["pending_bytes"],
-        replay_paused=row["replay_paused"],
-        replay_age_s=row["replay_age_s"],
-    )
+    return row
 
 
-Probe = Callable[[DatabaseConfig, float], Awaitable[ReplicaState]]
+async def read_primary_lsn(config: DatabaseConfig, timeout_s: float) -> str:
+    """The primary's current WAL position (``pg_current_wal_lsn()``) as text, read within
+    ``timeout_s``. Raises a classified :class:`~pipeline.errors.PipelineError` when that
+    fails (unreachable, refused, or the server is in recovery)."""
+    row = await _fetchrow(config, timeout_s, "DATABASE_URL", PRIMARY_POSITION_SQL)
+    lsn: str = row[0]
+    return lsn
+
+
+async def probe_replica(
+    config: DatabaseConfig, timeout_s: float, primary_lsn: str | None = None
+) -> ReplicaState:
+    """Connect to ``config`` and read its :class:`ReplicaState` (compared with the
+    primary's position ``primary_lsn`` when known), all within ``timeout_s``. Raises a
+    classified :class:`~pipeline.errors.PipelineError` when that fails."""
+    row = await _fetchrow(config, timeout_s, "ANALYTICS_DATABASE_URL", CHECK_SQL, primary_lsn)
+    return ReplicaState.from_row(row, primary_lsn)
+
+
+Probe = Callable[[DatabaseConfig, float, str | None], Awaitable[ReplicaState]]
+PrimaryPosition = Callable[[DatabaseConfig, float], Awaitable[str]]
 
 
 def server_label(config: DatabaseConfig) -> str:
@@ -185,6 +286,7 @@ class ReplicaCheck:
     reason: RouteReason
     lag_s: float | None
     detail: str
+    state: ReplicaState | None = None  # what the check read; None: unreachable
 
     @property
     def healthy(self) -> bool:
@@ -219,22 +321,29 @@ class Route:
 
 
 async def check_replica(
-    replica: DatabaseConfig, *, max_lag_s: float, timeout_s: float, probe: Probe = probe_replica
+    replica: DatabaseConfig,
+    *,
+    max_lag_s: float,
+    timeout_s: float,
+    primary_lsn: str | None = None,
+    probe: Probe = probe_replica,
 ) -> ReplicaCheck:
-    """Check one replica. Database and connection errors make it unreachable (with the
-    error as the detail); any other exception is a bug and propagates."""
+    """Check one replica against the primary's position ``primary_lsn`` (None: unknown).
+    Database and connection errors make it unreachable (with the error as the detail); any
+    other exception is a bug and propagates."""
     try:
-        state = await probe(replica, timeout_s)
+        state = await probe(replica, timeout_s, primary_lsn)
     except PipelineError as exc:
         return ReplicaCheck(replica, RouteReason.REPLICA_UNREACHABLE, None, str(exc))
     reason, lag_s, detail = judge(state, max_lag_s)
-    return ReplicaCheck(replica, reason, lag_s, detail)
+    return ReplicaCheck(replica, reason, lag_s, detail, state)
 
 
 class ReplicaRouter:
     """Chooses the server for each analyst query; see the module docstring for the contract.
 
-    ``probe`` and ``clock`` (monotonic seconds) are injectable for tests.
+    ``probe``, ``primary_position`` and ``clock`` (monotonic seconds) are injectable for
+    tests.
     """
 
     def __init__(
@@ -244,12 +353,14 @@ class ReplicaRouter:
         *,
         metrics: AnalyticsMetrics | None = None,
         probe: Probe = probe_replica,
+        primary_position: PrimaryPosition = read_primary_lsn,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.primary = primary
         self.metrics = metrics if metrics is not None else AnalyticsMetrics()
         self._probe = probe
+        self._primary_position = primary_position
         self._clock = clock
         self._lock = asyncio.Lock()
         self._checks: tuple[ReplicaCheck, ...] | None = None
@@ -284,9 +395,11 @@ class ReplicaRouter:
         while True:
             checks = await self.check()
             try:
-                self._note(self._decide(checks))
+                route = self._decide(checks)
             except DatabaseUnavailableError as exc:
-                log.warning("%s", exc)
+                self._note_unavailable(checks, exc)
+            else:
+                self._note(route)
             await asyncio.sleep(self.config.check_interval_s)
 
     def _age(self) -> float:
@@ -294,22 +407,35 @@ class ReplicaRouter:
 
     async def _check_now(self) -> tuple[ReplicaCheck, ...]:
         c = self.config
+        primary_lsn = await self._read_primary_lsn() if c.replicas else None
         checks = tuple(
             await asyncio.gather(
                 *(
                     check_replica(
-                        r, max_lag_s=c.max_lag_s, timeout_s=c.check_timeout_s, probe=self._probe
+                        r, max_lag_s=c.max_lag_s, timeout_s=c.check_timeout_s,
+                        primary_lsn=primary_lsn, probe=self._probe,
                     )
                     for r in c.replicas
                 )
             )
-        )
+        )  # fmt: skip
         for check in checks:
             lag = math.nan if check.lag_s is None else check.lag_s
             self.metrics.replica_lag.labels(check.server).set(lag)
             self.metrics.replica_healthy.labels(check.server).set(1 if check.healthy else 0)
         self._checks, self._checked_at = checks, self._clock()
         return checks
+
+    async def _read_primary_lsn(self) -> str | None:
+        """The primary's WAL position before the replicas are checked; None without a
+        primary, or when it cannot tell (then each replica is judged alone)."""
+        if self.primary is None:
+            return None
+        try:
+            return await self._primary_position(self.primary, self.config.check_timeout_s)
+        except PipelineError as exc:
+            log.debug("the primary's WAL position is unknown, replicas judged alone: %s", exc)
+            return None
 
     def _decide(self, checks: Sequence[ReplicaCheck]) -> Route:
         if not checks:
@@ -348,6 +474,15 @@ class ReplicaRouter:
         else:
             log.debug("analyst queries go to %s", route.describe())
 
+    def _note_unavailable(self, checks: Sequence[ReplicaCheck], error: Exception) -> None:
+        """Log one WARNING when nothing can answer (no healthy replica, no primary), once
+        per change like :meth:`_note`."""
+        key = ("none", "", tuple((c.server, c.reason) for c in checks))
+        if key == self._logged:
+            return
+        self._logged = key
+        log.warning("%s", error)
+
 
 def _listing(checks: Sequence[ReplicaCheck]) -> str:
     return "; ".join(c.describe() for c in checks)
@@ -355,6 +490,7 @@ def _listing(checks: Sequence[ReplicaCheck]) -> str:
 
 __all__ = [
     "CHECK_SQL",
+    "PRIMARY_POSITION_SQL",
     "ReplicaCheck",
     "ReplicaRouter",
     "ReplicaState",
@@ -363,5 +499,6 @@ __all__ = [
     "check_replica",
     "judge",
     "probe_replica",
+    "read_primary_lsn",
     "server_label",
 ]

@@ -24,8 +24,11 @@ checks: partition coverage (partitions ahead, past retention), index usage (scan
 index, unused, duplicate and invalid indexes with their size), cache hit ratios, table
 and index bloat (estimate), dead tuples and autovacuum, long-running and idle-in-
 transaction sessions, replication lag and slots, top statements (pg_stat_statements).
-Thresholds: pipeline/dbhealth/thresholds.py. Run it as a login with pg_monitor to see
-every session. Read-only; reads statistics and the catalog, never the tables' data.
+Thresholds: pipeline/dbhealth/thresholds.py; replication lag warns from
+ANALYTICS_MAX_LAG_S. Run it as a login with pg_monitor to see every session (migration
+0010 lets pg_monitor read the partition tables). Checking a standby with --database-url
+while DATABASE_URL names its primary compares its replay with the primary's WAL position.
+Read-only; reads statistics and the catalog, never the tables' data.
 
 exit codes:
   0  healthy: nothing needs action (warnings may be listed)
@@ -73,11 +76,25 @@ def _database(args: argparse.Namespace, config: Config) -> DatabaseConfig:
     return config.require_database()
 
 
+def _primary(database: DatabaseConfig, config: Config) -> DatabaseConfig | None:
+    """The configured primary when the server checked is another one (--database-url,
+    perhaps one of its standbys): a standby's lag is then judged against it."""
+    if config.database is None or config.database.url == database.url:
+        return None
+    return config.database
+
+
 def _health(args: argparse.Namespace, config: Config) -> int:
     database = _database(args, config)
 
     async def work(conn: Any) -> Report:
-        return await dbhealth.run(conn, database=database.redacted_url)
+        return await dbhealth.run(
+            conn,
+            database=database.redacted_url,
+            replication_lag_warn_s=config.analytics.max_lag_s,
+            primary=_primary(database, config),
+            primary_timeout_s=config.analytics.check_timeout_s,
+        )
 
     report = run_with_connection(database, work, application_name="pipeline-db-health")
     print(render(report, args.format))

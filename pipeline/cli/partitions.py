@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pipeline.cli._common import format_table, human_bytes, run_with_connection
+from pipeline.cli._common import format_table, run_with_connection
 from pipeline.config import Config
 from pipeline.maintenance import partitions
+from pipeline.units import human_bytes
 
 
 def register(commands: Any) -> None:

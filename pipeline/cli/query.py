@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import dataclasses
 import io
 import json
 import sys
@@ -50,9 +51,10 @@ def register(commands: Any) -> None:
         description=(
             "Run a canned report over the analyst functions (docs/analysts.md).\n"
             "Read-only. It reads from the first healthy read replica listed in\n"
-            "ANALYTICS_DATABASE_URL (reachable, in recovery, replay lag under\n"
-            "ANALYTICS_MAX_LAG_S), else from DATABASE_URL with a warning; --database-url\n"
-            "reads from that server, unchecked. Row-level security applies to the login:\n"
+            "ANALYTICS_DATABASE_URL (reachable, in recovery, replayed up to the primary's\n"
+            "WAL position or replay lag under ANALYTICS_MAX_LAG_S), else from DATABASE_URL\n"
+            "with a warning; --database-url reads from that server, unchecked (with the\n"
+            "DATABASE_* timeouts). Row-level security applies to the login:\n"
             "an organization-bound analyst must give --organization.\n"
             "Dates are whole UTC days; --to is included."
         ),
@@ -98,9 +100,15 @@ def _date(text: str) -> date:
 async def _server(args: argparse.Namespace, config: Config) -> tuple[DatabaseConfig, str, str]:
     """The server to read from, a description of it and the setting it came from:
     --database-url as given, else the route of a :class:`ReplicaRouter` over
-    ANALYTICS_DATABASE_URL and DATABASE_URL (checked now)."""
+    ANALYTICS_DATABASE_URL and DATABASE_URL (checked now: the primary's WAL position,
+    then each replica)."""
     if args.database_url:
-        explicit = DatabaseConfig(url=args.database_url)
+        configured = config.database or next(iter(config.analytics.replicas), None)
+        explicit = (
+            dataclasses.replace(configured, url=args.database_url)
+            if configured is not None
+            else DatabaseConfig(url=args.database_url)
+        )  # the configured timeouts, whichever server
         return explicit, f"{server_label(explicit)} (--database-url)", "--database-url"
     primary = config.database if config.analytics.replicas else config.require_database()
     route = await ReplicaRouter(config.analytics, primary).choose()

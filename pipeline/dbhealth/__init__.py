@@ -20,9 +20,11 @@ The checks, in report order:
 - :mod:`.statements`: top statements by total time (``pg_stat_statements``), or how to
   enable it
 
-:func:`run` runs them on one read-only connection. A check whose SQL fails on the server
-(e.g. a missing privilege) becomes an ``action`` finding saying so, and the others still
-run; losing the connection ends the run (a classified
+:func:`run` runs them on one read-only connection (the replication check, on a standby,
+also reads the primary's WAL position when it is given). A check whose SQL fails on the
+server becomes an ``action`` finding saying so, and the others still run: a missing
+privilege (SQLSTATE 42501) with the exact GRANT that fixes it (a check's ``GRANT``, else
+``pg_monitor`` for the login). Losing the connection ends the run (a classified
 :class:`~pipeline.errors.DatabaseUnavailableError`). The report's exit code is 1 when any
 finding needs action, else 0.
 """
@@ -35,6 +37,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from pipeline.config import DatabaseConfig
 from pipeline.dbhealth import (
     bloat,
     cache,
@@ -45,8 +48,10 @@ from pipeline.dbhealth import (
     statements,
     vacuum,
 )
+from pipeline.dbhealth._text import ident
 from pipeline.dbhealth.model import CheckResult, Context, Finding, Report, Severity
-from pipeline.errors import DatabaseUnavailableError, classify_database_error
+from pipeline.dbhealth.thresholds import REPLICATION_LAG_WARN_S
+from pipeline.errors import classify_database_error, is_insufficient_privilege, is_session_lost
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,10 @@ CHECKS: tuple[tuple[str, str, CheckFn], ...] = tuple(
     (m.NAME, m.TITLE, m.run)
     for m in (coverage, indexes, cache, bloat, vacuum, sessions, replication, statements)
 )
+
+# What a check reads beyond pg_monitor's privileges: the GRANT that lets a pg_monitor login
+# run it (SQLSTATE 42501 otherwise).
+GRANTS: dict[str, str] = {coverage.NAME: coverage.GRANT}
 
 # The session is read-only, and waits at most this long for a lock (reading a relation's
 # size takes a light lock, which queues behind a pending ALTER TABLE): a health check must
@@ -67,7 +76,9 @@ SELECT coalesce($1::timestamptz, now()) AS now,
        (SELECT stats_reset FROM pg_stat_database WHERE datname = current_database())
            AS stats_reset,
        current_setting('block_size')::int AS block_size,
-       current_setting('server_version') AS server_version
+       current_setting('server_version') AS server_version,
+       current_user::text AS login,
+       pg_has_role(current_user, 'pg_monitor', 'USAGE') AS monitor
 """
 
 
@@ -77,15 +88,29 @@ async def run(
     database: str,
     now: datetime | None = None,
     checks: tuple[tuple[str, str, CheckFn], ...] = CHECKS,
+    replication_lag_warn_s: float = REPLICATION_LAG_WARN_S,
+    primary: DatabaseConfig | None = None,
+    primary_timeout_s: float = 2.0,
 ) -> Report:
     """Run ``checks`` on ``conn`` and return the report. ``database`` is the redacted URL
-    the report names; ``now`` replaces the server's clock (tests). The session is left
+    the report names; ``now`` replaces the server's clock (tests). A standby's replay lag
+    warns from ``replication_lag_warn_s`` (ANALYTICS_MAX_LAG_S) and is judged against
+    ``primary``'s WAL position when given (see :mod:`.replication`). The session is left
     read-only with a short lock timeout: give it a connection of its own."""
     await conn.execute(
         f"SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY; SET lock_timeout = '{LOCK_TIMEOUT}'"
     )
     row = await conn.fetchrow(_CONTEXT_SQL, now)
-    ctx = Context(now=row["now"], stats_reset=row["stats_reset"], block_size=row["block_size"])
+    ctx = Context(
+        now=row["now"],
+        stats_reset=row["stats_reset"],
+        block_size=row["block_size"],
+        login=row["login"],
+        monitor=row["monitor"],
+        replication_lag_warn_s=replication_lag_warn_s,
+        primary=primary,
+        primary_timeout_s=primary_timeout_s,
+    )
     results = []
     for name, title, check in checks:
         started = time.monotonic()
@@ -101,26 +126,41 @@ async def _run_one(conn: Any, ctx: Context, name: str, title: str, check: CheckF
         error = classify_database_error(exc)
         if error is None:
             raise
-        if _connection_lost(error):
+        if is_session_lost(error):
             raise error from exc  # nothing else can run
         log.warning("health check %s failed: %s", name, error)
+        if is_insufficient_privilege(error):
+            recommendation = grant_recommendation(name, ctx)
+        else:
+            recommendation = (
+                "run the check as a login with pg_monitor (GRANT pg_monitor TO <login>;) and "
+                "the schema migrated (pipeline migrate up); the message above says what failed"
+            )
         finding = Finding(
             Severity.ACTION,
             f"the {title.lower()} check could not run: {error}",
             "this part of the database's health is unknown.",
-            "run the check as a login with pg_monitor (GRANT pg_monitor TO <login>;) and "
-            "the schema migrated (pipeline migrate up); the message above says what failed",
+            recommendation,
             subject=name,
         )
         return CheckResult(name, title, (finding,))
 
 
-# SQLSTATEs after which the session is gone: class 08 (connection exception) and the
-# server shutting down or not accepting connections.
-_SESSION_GONE = ("08", "57P01", "57P02", "57P03")
-
-
-def _connection_lost(error: Exception) -> bool:
-    if not isinstance(error, DatabaseUnavailableError):
-        return False
-    return not error.sqlstate or error.sqlstate.startswith(_SESSION_GONE)
+def grant_recommendation(name: str, ctx: Context) -> str:
+    """The GRANTs that let this login run check ``name``, after a permission error."""
+    login = ident(ctx.login) if ctx.login else "<login>"
+    member = f"GRANT pg_monitor TO {login};"
+    if name in GRANTS:
+        lines = [
+            f"as the schema owner (a member of pipeline_migrator): {GRANTS[name]}",
+            "  (migration 0010 grants exactly this: pipeline migrate up)",
+        ]
+        if not ctx.monitor:
+            lines.append(f"and, as a superuser: {member}")
+        return "\n".join(lines)
+    if not ctx.monitor:
+        return f"as a superuser: {member}"
+    return (
+        f"{login} already has pg_monitor: the message above names the object it may not "
+        "read; grant SELECT on it to pg_monitor (as its owner), or run the check as its owner"
+    )

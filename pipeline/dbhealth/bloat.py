@@ -17,6 +17,12 @@ reported as no bloat); it is only as fresh as the last ANALYZE. Hence a finding 
 but reads the whole relation) before rewriting anything.
 
 Each partition is a relation of its own, estimated and rewritten on its own.
+
+**Visibility.** ``pg_stats`` shows a column's statistics only to a login that may SELECT
+it, and none of a table under row-level security the login does not bypass: a
+``pg_monitor`` login sees no widths at all. Such relations are counted as *hidden*, not
+estimated; when relations over the size floor exist but none could be estimated, the
+check warns (bloat unknown is not "no bloat") and says which login can see them.
 """
 
 from __future__ import annotations
@@ -55,7 +61,8 @@ SELECT n.nspname AS schema, c.relname AS name, c.relpages::bigint AS pages,
        w.width, w.with_stats, w.has_nulls,
        (SELECT count(*)::int FROM pg_attribute a
         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
-       {_FILLFACTOR.format(rel="c", default=100)} AS fillfactor
+       {_FILLFACTOR.format(rel="c", default=100)} AS fillfactor,
+       has_table_privilege(c.oid, 'SELECT') AND NOT row_security_active(c.oid) AS visible
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 CROSS JOIN LATERAL (
@@ -73,7 +80,8 @@ _INDEXES_SQL = f"""
 SELECT n.nspname AS schema, i.relname AS name, t.relname AS table_name,
        i.relpages::bigint AS pages, i.reltuples::float8 AS tuples,
        w.width, w.with_stats, array_length(x.indkey::int2[], 1) AS key_columns,
-       {_FILLFACTOR.format(rel="i", default=BTREE_DEFAULT_FILLFACTOR)} AS fillfactor
+       {_FILLFACTOR.format(rel="i", default=BTREE_DEFAULT_FILLFACTOR)} AS fillfactor,
+       has_table_privilege(t.oid, 'SELECT') AND NOT row_security_active(t.oid) AS visible
 FROM pg_index x
 JOIN pg_class i ON i.oid = x.indexrelid
 JOIN pg_class t ON t.oid = x.indrelid
@@ -168,12 +176,28 @@ def finding(b: Bloat) -> Finding:
     )
 
 
-async def measure(conn: Any, ctx: Context) -> list[Bloat]:
+@dataclass(frozen=True)
+class Measured:
+    """The estimates, and the relations over the size floor that could not be estimated:
+    ``hidden`` (pg_stats hides their statistics from this login) or ``unanalyzed``."""
+
+    estimates: list[Bloat]
+    hidden: int = 0
+    unanalyzed: int = 0
+
+    @property
+    def candidates(self) -> int:
+        return len(self.estimates) + self.hidden + self.unanalyzed
+
+
+async def measure(conn: Any, ctx: Context) -> Measured:
     block = ctx.block_size
     out: list[Bloat] = []
+    hidden = unanalyzed = 0
     for r in await conn.fetch(_TABLES_SQL, BLOAT_MIN_BYTES):
-        if not r["with_stats"]:
-            continue  # never analyzed: no widths to estimate from
+        if not r["with_stats"]:  # no widths to estimate from
+            hidden, unanalyzed = _skip(r["visible"], hidden, unanalyzed)
+            continue
         expected = expected_heap_pages(
             r["tuples"], r["width"], columns=r["columns"], has_nulls=r["has_nulls"],
             fillfactor=r["fillfactor"], block_size=block,
@@ -181,8 +205,9 @@ async def measure(conn: Any, ctx: Context) -> list[Bloat]:
         name = qualified(r["schema"], r["name"])
         out.append(estimate("table", name, name, r["pages"], expected, block))
     for r in await conn.fetch(_INDEXES_SQL, BLOAT_MIN_BYTES):
-        if r["with_stats"] != r["key_columns"]:
-            continue  # a column without statistics
+        if r["with_stats"] != r["key_columns"]:  # a column without statistics
+            hidden, unanalyzed = _skip(r["visible"], hidden, unanalyzed)
+            continue
         expected = expected_btree_pages(
             r["tuples"], r["width"], fillfactor=r["fillfactor"], block_size=block
         )
@@ -190,25 +215,63 @@ async def measure(conn: Any, ctx: Context) -> list[Bloat]:
         out.append(
             estimate("index", qualified(r["schema"], r["name"]), table, r["pages"], expected, block)
         )
-    return sorted(out, key=lambda b: -b.wasted_bytes)
+    return Measured(sorted(out, key=lambda b: -b.wasted_bytes), hidden, unanalyzed)
 
 
-def check(measured: list[Bloat]) -> tuple[list[Finding], Details]:
-    findings = [finding(b) for b in measured if b.ratio >= BLOAT_WARN_RATIO]
-    if not findings:
-        findings.append(
-            Finding(
-                Severity.OK,
-                f"{len(measured)} relations over {size(BLOAT_MIN_BYTES)} estimated: none "
-                f"over {percent(BLOAT_WARN_RATIO)} bloat",
-            )
+def _skip(visible: bool, hidden: int, unanalyzed: int) -> tuple[int, int]:
+    return (hidden, unanalyzed + 1) if visible else (hidden + 1, unanalyzed)
+
+
+def unestimated_finding(m: Measured) -> Finding:
+    """Relations over the floor exist, none could be estimated: bloat is unknown."""
+    reasons = []
+    steps = []
+    if m.hidden:
+        reasons.append(f"{m.hidden} with statistics this login cannot see")
+        steps.append(
+            "run the check as a login that can read the tables and bypasses row-level "
+            "security: the schema owner (a member of pipeline_migrator) or a superuser, e.g.\n"
+            "  pipeline db health --database-url <the migrations login's URL>"
         )
+    if m.unanalyzed:
+        reasons.append(f"{m.unanalyzed} never analyzed")
+        steps.append("ANALYZE the tables never analyzed (autovacuum does it after enough writes)")
+    return Finding(
+        Severity.WARN,
+        f"{m.candidates} relations over {size(BLOAT_MIN_BYTES)}, none could be estimated "
+        f"({', '.join(reasons)})",
+        "the estimate needs average column widths from pg_stats, which shows them only for "
+        "columns the login may SELECT and not for tables under row-level security it does "
+        "not bypass (a pg_monitor login sees none): their bloat is unknown, not absent.",
+        "\n".join(steps),
+        subject="pg_stats",
+    )
+
+
+def check(measured: Measured) -> tuple[list[Finding], Details]:
+    m = measured
+    findings = [finding(b) for b in m.estimates if b.ratio >= BLOAT_WARN_RATIO]
+    skipped = m.hidden + m.unanalyzed
+    if not findings and not m.estimates and skipped:
+        findings.append(unestimated_finding(m))
+    elif not findings:
+        if not m.candidates:
+            what = f"no table or index over {size(BLOAT_MIN_BYTES)}: nothing to estimate"
+        else:
+            unknown = f" ({skipped} not estimated: no statistics visible)" if skipped else ""
+            what = (
+                f"{len(m.estimates)} relations over {size(BLOAT_MIN_BYTES)} estimated: none "
+                f"over {percent(BLOAT_WARN_RATIO)} bloat{unknown}"
+            )
+        findings.append(Finding(Severity.OK, what))
     details = Details(
         (
             Column("relation"), Column("kind"), Column("size_bytes", "bytes", "size"),
             Column("bloat_bytes", "bytes", "bloat (est.)"), Column("bloat_ratio", "ratio", "ratio"),
         ),
-        tuple((b.name, b.kind, b.actual_bytes, b.wasted_bytes, b.ratio) for b in measured[:_TOP]),
+        tuple(
+            (b.name, b.kind, b.actual_bytes, b.wasted_bytes, b.ratio) for b in m.estimates[:_TOP]
+        ),
         title=f"most estimated bloat, relations over {size(BLOAT_MIN_BYTES)} (top {_TOP})",
     )  # fmt: skip
     return findings, details

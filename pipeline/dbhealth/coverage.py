@@ -14,6 +14,9 @@ For each row of ``partition_policies`` (migration 0001), against the partitions 
   it).
 
 "Now" is the server's clock (or the ``now`` given to :func:`run`, for tests).
+
+Reading ``partition_policies`` and ``partition_ranges`` takes SELECT on them, which
+``pg_monitor`` has through migration 0010 (:data:`GRANT`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from pipeline.dbhealth.model import CheckResult, Column, Context, Details, Findi
 
 NAME = "partitions"
 TITLE = "Partition coverage"
+# What a pg_monitor login needs for this check (sql/migrations/0010_monitoring_grants).
+GRANT = "GRANT SELECT ON partition_policies, partition_ranges TO pg_monitor;"
 
 _POLICIES_SQL = """
 SELECT p.parent_table, p.granularity, p.premake, b.range_start, b.range_end

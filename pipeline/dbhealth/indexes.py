@@ -9,8 +9,10 @@ drops); a local index created on one partition only is reported on its own.
   unique or exclusion constraint (those enforce something even when never scanned, and
   a unique index without a constraint enforces uniqueness), on a table with at least
   :data:`~pipeline.dbhealth.thresholds.UNUSED_INDEX_MIN_TABLE_ACTIVITY` rows written plus
-  scans (below it, zero scans says nothing yet). Scans on a read replica are counted on
-  the replica, so run the check there too before dropping.
+  scans (below it, zero scans says nothing yet). The activity is that of the table the
+  index is on (:func:`table_activity`): a partitioned table's is summed over its
+  partitions, a local index on one partition counts that partition's alone. Scans on a
+  read replica are counted on the replica, so run the check there too before dropping.
 - **Duplicate**: same table, access method, key columns or expressions (with their
   operator classes, collations and ordering), INCLUDE columns and predicate. One of each
   group is kept (a constraint's index first, then the most scanned, then the oldest name);
@@ -43,14 +45,9 @@ WITH leaf AS (
            count(*)::int AS pieces
     FROM leaf
     GROUP BY indexrelid
-), activity AS (
-    SELECT coalesce(pg_partition_root(t.relid), t.relid) AS relid,
-           sum(t.n_tup_ins + t.n_tup_upd + t.n_tup_del
-               + coalesce(t.seq_scan, 0) + coalesce(t.idx_scan, 0))::bigint AS activity
-    FROM pg_stat_user_tables t
-    GROUP BY 1
 )
 SELECT n.nspname AS schema, t.relname AS table_name, i.relname AS index_name,
+       x.indrelid::oid::bigint AS table_oid,
        p.scans, p.bytes, p.pieces, t.relkind = 'p' AS partitioned,
        x.indisprimary AS is_primary, x.indisunique AS is_unique,
        x.indisexclusion AS is_exclusion, x.indisvalid AS is_valid,
@@ -60,8 +57,7 @@ SELECT n.nspname AS schema, t.relname AS table_name, i.relname AS index_name,
        x.indcollation::text AS collations, x.indoption::text AS options,
        coalesce(pg_get_expr(x.indexprs, x.indrelid), '') AS expressions,
        coalesce(pg_get_expr(x.indpred, x.indrelid), '') AS predicate,
-       pg_get_indexdef(x.indexrelid) AS definition,
-       coalesce(a.activity, 0) AS table_activity
+       pg_get_indexdef(x.indexrelid) AS definition
 FROM per_index p
 JOIN pg_index x ON x.indexrelid = p.indexrelid
 JOIN pg_class i ON i.oid = x.indexrelid
@@ -69,9 +65,31 @@ JOIN pg_class t ON t.oid = x.indrelid
 JOIN pg_namespace n ON n.oid = t.relnamespace
 JOIN pg_am am ON am.oid = i.relam
 LEFT JOIN pg_constraint con ON con.conindid = x.indexrelid AND con.contype IN ('p', 'u', 'x')
-LEFT JOIN activity a ON a.relid = x.indrelid
 ORDER BY p.bytes DESC, n.nspname, i.relname
 """
+
+
+# Rows written plus scans of each table (a partition on its own), with the partitioned
+# tables it belongs to (pg_partition_ancestors: itself and every parent up to the root).
+_ACTIVITY_SQL = """
+SELECT t.relid::oid::bigint AS relid,
+       array(SELECT a::oid::bigint FROM pg_partition_ancestors(t.relid) a) AS ancestors,
+       (t.n_tup_ins + t.n_tup_upd + t.n_tup_del
+        + coalesce(t.seq_scan, 0) + coalesce(t.idx_scan, 0))::bigint AS activity
+FROM pg_stat_user_tables t
+"""
+
+
+def table_activity(rows: Iterable[tuple[int, Sequence[int], int]]) -> dict[int, int]:
+    """Activity per table oid from ``(relid, ancestors, activity)`` rows (pure): each
+    table's own, added to every partitioned table above it. An index on a partitioned
+    table is judged by the sum over its partitions; a local index on one partition (or an
+    index of a plain table) by that table's own."""
+    totals: dict[int, int] = {}
+    for relid, ancestors, activity in rows:
+        for table in {relid, *ancestors}:
+            totals[table] = totals.get(table, 0) + activity
+    return totals
 
 
 @dataclass(frozen=True)
@@ -115,7 +133,7 @@ class IndexStat:
         return "" if self.valid else "INVALID"
 
 
-def from_row(row: Any) -> IndexStat:
+def from_row(row: Any, table_activity: int = 0) -> IndexStat:
     return IndexStat(
         schema=row["schema"],
         table=row["table_name"],
@@ -139,7 +157,7 @@ def from_row(row: Any) -> IndexStat:
             row["predicate"],
         ),
         definition=row["definition"],
-        table_activity=row["table_activity"],
+        table_activity=table_activity,
         restore=restore_statement(
             row["schema"],
             row["table_name"],
@@ -165,7 +183,10 @@ def restore_statement(
 
 
 async def fetch(conn: Any) -> list[IndexStat]:
-    return [from_row(r) for r in await conn.fetch(_SQL)]
+    activity = table_activity(
+        (r["relid"], r["ancestors"], r["activity"]) for r in await conn.fetch(_ACTIVITY_SQL)
+    )
+    return [from_row(r, activity.get(r["table_oid"], 0)) for r in await conn.fetch(_SQL)]
 
 
 def find_unused(

@@ -21,6 +21,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from pipeline.config import DatabaseConfig
+from pipeline.dbhealth.thresholds import REPLICATION_LAG_WARN_S
+
 
 class Severity(StrEnum):
     OK = "ok"
@@ -169,12 +172,23 @@ def _json_value(value: Value) -> Any:
 
 @dataclass(frozen=True)
 class Context:
-    """What every check may need to know about the server, read once per run."""
+    """What every check may need to know about the server (read once per run) and about
+    the configuration."""
 
     now: datetime
     # When this database's statistics were last reset (None: since it was created).
     stats_reset: datetime | None
     block_size: int = 8192
+    login: str = ""  # current_user: the login the checks run as (for GRANT advice)
+    monitor: bool = False  # the login has pg_monitor's privileges
+    # Replay lag from which a standby is worth a look: ANALYTICS_MAX_LAG_S, where analyst
+    # reads leave a replica.
+    replication_lag_warn_s: float = REPLICATION_LAG_WARN_S
+    # The primary, when the server checked may be one of its standbys (--database-url
+    # with DATABASE_URL set): a standby's lag is then judged against the primary's WAL
+    # position, read within primary_timeout_s (ANALYTICS_CHECK_TIMEOUT_S).
+    primary: DatabaseConfig | None = None
+    primary_timeout_s: float = 2.0
 
     def stats_since(self) -> str:
         if self.stats_reset is None:

@@ -3,8 +3,11 @@
 Client sessions only (not autovacuum or replication processes), this command's own
 excluded. An *active* session is judged by the age of its transaction (a long statement
 or a long series of statements both hold a snapshot that stops vacuum); an *idle in
-transaction* session by how long it has been idle. Without ``pg_read_all_stats`` (part of
-``pg_monitor``) the sessions of other roles are hidden, which the check says.
+transaction* session by how long it has been idle and by the age of its transaction (a
+client pausing briefly between the statements of an hours-old transaction holds the same
+snapshot and locks), whichever is worse. Without ``pg_read_all_stats`` (part of
+``pg_monitor``) the sessions of other roles are hidden, which the check says. Logins in
+the recommended SQL are quoted as ``quote_ident()`` would (``"user"``, ``"Alice"``).
 """
 
 from __future__ import annotations
@@ -13,8 +16,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pipeline.dbhealth._text import duration
-from pipeline.dbhealth.model import CheckResult, Column, Context, Details, Finding, Severity
+from pipeline.dbhealth._text import duration, ident
+from pipeline.dbhealth.model import (
+    CheckResult,
+    Column,
+    Context,
+    Details,
+    Finding,
+    Severity,
+    worst,
+)
 from pipeline.dbhealth.thresholds import (
     IDLE_IN_TRANSACTION_ACTION,
     IDLE_IN_TRANSACTION_WARN,
@@ -68,20 +79,27 @@ def _over(seconds: float | None, warn: timedelta, action: timedelta) -> Severity
 
 def session_finding(s: Session) -> Finding | None:
     """The finding for one session, or None when it is fine (pure)."""
+    login = ident(s.login) if s.login else "<login>"
     if s.state in ("idle in transaction", "idle in transaction (aborted)"):
-        severity = _over(s.state_s, IDLE_IN_TRANSACTION_WARN, IDLE_IN_TRANSACTION_ACTION)
+        severity = worst(
+            [
+                _over(s.state_s, IDLE_IN_TRANSACTION_WARN, IDLE_IN_TRANSACTION_ACTION),
+                _over(s.transaction_s, LONG_TRANSACTION_WARN, LONG_TRANSACTION_ACTION),
+            ]
+        )
         if severity is Severity.OK:
             return None
         return Finding(
             severity,
-            f"{s.who} {s.state} for {duration(s.state_s or 0)}",
+            f"{s.who} {s.state} for {duration(s.state_s or 0)}, in a transaction open for "
+            f"{duration(s.transaction_s or 0)}",
             "it holds its locks and its snapshot while doing nothing: vacuum cannot remove "
-            "rows deleted since it began, and partition creation or DETACH waits behind its "
-            f"locks. Last statement: {s.query or '?'}",
+            "rows deleted since its transaction began, and partition creation or DETACH "
+            f"waits behind its locks. Last statement: {s.query or '?'}",
             f"SELECT pg_terminate_backend({s.pid});\nthen fix the client (commit or roll "
-            "back); a guard for that login:\n"
-            f"  ALTER ROLE {s.login or '<login>'} SET idle_in_transaction_session_timeout "
-            "= '5min';",
+            "back, and keep transactions short); guards for that login:\n"
+            f"  ALTER ROLE {login} SET idle_in_transaction_session_timeout = '5min';\n"
+            f"  ALTER ROLE {login} SET transaction_timeout = '1h';  -- PostgreSQL 17+",
             subject=f"pid {s.pid}",
         )
     if s.state == "active":
@@ -97,7 +115,7 @@ def session_finding(s: Session) -> Finding | None:
             f"if it is not expected: SELECT pg_cancel_backend({s.pid});  (or "
             f"pg_terminate_backend({s.pid}) to end the session);\nfor a slow query, "
             "EXPLAIN (ANALYZE, BUFFERS) it; bound the login with\n"
-            f"  ALTER ROLE {s.login or '<login>'} SET statement_timeout = '5min';",
+            f"  ALTER ROLE {login} SET statement_timeout = '5min';",
             subject=f"pid {s.pid}",
         )
     return None

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
-
 from pipeline.dbhealth._text import ident
 from pipeline.dbhealth.model import CheckResult, Column, Context, Details, Finding, Severity
 from pipeline.dbhealth.thresholds import (
@@ -21,6 +19,7 @@ from pipeline.dbhealth.thresholds import (
     SLOW_STATEMENT_MIN_CALLS,
     STATEMENTS_TOP_N,
 )
+from pipeline.errors import is_not_in_prerequisite_state
 
 NAME = "statements"
 TITLE = "Top statements"
@@ -47,8 +46,6 @@ LIMIT $1
 """
 
 _LIBRARY = "pg_stat_statements"
-# SQLSTATE 55000: the view exists but the library is not loaded (not preloaded).
-_NOT_LOADED = "55000"
 
 
 def enable_recommendation(preloaded: str, *, library_loaded: bool) -> str:
@@ -122,8 +119,9 @@ async def run(conn: Any, ctx: Context) -> CheckResult:
         rows = await conn.fetch(
             _TOP_SQL.format(total=total, mean=mean, view=view), STATEMENTS_TOP_N
         )
-    except asyncpg.PostgresError as exc:
-        if exc.sqlstate != _NOT_LOADED:
+    except Exception as exc:
+        # The view exists but its library is not loaded (SQLSTATE 55000).
+        if not is_not_in_prerequisite_state(exc):
             raise
         finding = unavailable(preloaded, library_loaded=False, extension=True)
         return CheckResult(NAME, TITLE, (finding,))

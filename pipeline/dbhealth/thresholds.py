@@ -44,7 +44,9 @@ DEAD_TUPLE_RATIO_WARN = 0.2
 VACUUM_STALE_AFTER = timedelta(days=1)
 # A table changed this many rows and was never analyzed: the planner guesses its size.
 ANALYZE_MIN_CHANGES = 10_000
-# Transaction-ID age of the database (age(datfrozenxid)). autovacuum forces a freeze at
+# Transaction-ID age: the oldest age(datfrozenxid) of any database of the cluster (the
+# transaction-ID counter is cluster-wide, so the worst database decides when writes stop
+# everywhere). autovacuum forces a freeze at
 # autovacuum_freeze_max_age (200 million by default); above 500 million those vacuums are
 # not finishing. PostgreSQL stops accepting writes near 2.1 billion: at 1 billion, act.
 XID_AGE_WARN = 500_000_000
@@ -58,12 +60,16 @@ LONG_TRANSACTION_WARN = timedelta(minutes=5)
 LONG_TRANSACTION_ACTION = timedelta(hours=1)
 # A session idle inside a transaction holds its locks and its snapshot while doing
 # nothing: partition creation and DETACH wait behind its locks. One minute is already
-# unusual for a client; ten minutes is a leaked transaction.
+# unusual for a client; ten minutes is a leaked transaction. Its transaction's age is judged
+# too, by the LONG_TRANSACTION thresholds: a client that pauses briefly between statements
+# of a transaction open for hours holds the same snapshot.
 IDLE_IN_TRANSACTION_WARN = timedelta(minutes=1)
 IDLE_IN_TRANSACTION_ACTION = timedelta(minutes=10)
 
 # ---- replication -----------------------------------------------------------------------
-# The lag beyond which analytics reads leave a replica (ANALYTICS_MAX_LAG_S's default).
+# The lag from which analytics reads leave a replica: `pipeline db health` passes
+# ANALYTICS_MAX_LAG_S from the configuration (Context.replication_lag_warn_s); this is its
+# default, used when no configuration is given.
 REPLICATION_LAG_WARN_S = 5.0
 # Five minutes behind: the replica is not keeping up (or is stuck), not merely busy.
 REPLICATION_LAG_ACTION_S = 300.0

@@ -12,7 +12,9 @@ partitioned parents hold no rows and are skipped) and ``pg_database``:
   :data:`~pipeline.dbhealth.thresholds.VACUUM_STALE_AFTER`: warn;
 - a table with :data:`~pipeline.dbhealth.thresholds.ANALYZE_MIN_CHANGES` changes never
   analyzed: warn (the planner guesses its size);
-- the database's ``age(datfrozenxid)`` over the XID thresholds: warn / action.
+- the oldest ``age(datfrozenxid)`` of any database of the cluster over the XID thresholds:
+  warn / action (the transaction-ID counter is cluster-wide: the worst database, maybe not
+  this one, decides when PostgreSQL stops accepting writes everywhere).
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ SELECT current_setting('autovacuum')::bool AS autovacuum,
        current_setting('track_counts')::bool AS track_counts,
        current_setting('autovacuum_vacuum_threshold')::bigint AS av_threshold,
        current_setting('autovacuum_vacuum_scale_factor')::float8 AS av_scale,
-       (SELECT age(datfrozenxid) FROM pg_database WHERE datname = current_database())
-           AS xid_age
+       x.age AS xid_age, x.datname AS xid_database
+FROM (SELECT age(datfrozenxid) AS age, datname FROM pg_database
+      ORDER BY age(datfrozenxid) DESC LIMIT 1) x
 """
 
 _TABLES_SQL = """
@@ -116,22 +119,27 @@ def table_findings(
     return out
 
 
-def xid_finding(age: int) -> Finding:
+def xid_finding(age: int, database: str = "") -> Finding:
+    """The cluster's transaction-ID age: ``age`` of the oldest ``database``."""
+    of = f" (database {database})" if database else ""
     if age < XID_AGE_WARN:
-        return Finding(Severity.OK, f"transaction-ID age {age:,}", subject="datfrozenxid")
+        return Finding(
+            Severity.OK, f"transaction-ID age {age:,}{of}", subject=database or "datfrozenxid"
+        )
     severity = Severity.ACTION if age >= XID_AGE_ACTION else Severity.WARN
+    connect = f"connect to database {database} and " if database else ""
     return Finding(
         severity,
-        f"transaction-ID age of the database is {age:,}",
-        "anti-wraparound vacuums are not completing; PostgreSQL refuses writes when the "
-        "age nears 2.1 billion.",
-        "find the oldest tables and freeze them (one at a time):\n"
+        f"transaction-ID age of the cluster is {age:,}{of}",
+        "anti-wraparound vacuums are not completing; PostgreSQL refuses writes in every "
+        "database of the server when the age nears 2.1 billion.",
+        f"{connect}find the oldest tables and freeze them (one at a time):\n"
         "  SELECT c.oid::regclass, age(c.relfrozenxid) FROM pg_class c\n"
         "  WHERE c.relkind IN ('r', 'm', 't') ORDER BY 2 DESC LIMIT 10;\n"
         "  VACUUM (FREEZE, VERBOSE) <table>;\n"
         "and end whatever holds the oldest xmin (long transactions, prepared transactions, "
         "replication slots).",
-        subject="datfrozenxid",
+        subject=database or "datfrozenxid",
     )
 
 
@@ -172,7 +180,7 @@ async def run(conn: Any, ctx: Context) -> CheckResult:
                 av_scale=settings["av_scale"],
             )
         )
-    xid = xid_finding(settings["xid_age"])
+    xid = xid_finding(settings["xid_age"], settings["xid_database"])
     if xid.severity is not Severity.OK or not findings:
         findings.append(xid)
     if all(f.severity is Severity.OK for f in findings):
@@ -181,7 +189,8 @@ async def run(conn: Any, ctx: Context) -> CheckResult:
             Finding(
                 Severity.OK,
                 f"{len(tables)} tables, {dead:,} dead rows in all, autovacuum keeping up; "
-                f"transaction-ID age {settings['xid_age']:,}",
+                f"oldest transaction-ID age {settings['xid_age']:,} "
+                f"(database {settings['xid_database']})",
             )
         ]
     details = Details(

@@ -1,6 +1,8 @@
 """``pipeline db health`` against a real PostgreSQL: the command as cron runs it, and the
 checks on known conditions (an unused index, a missing future partition, a duplicate
-index, partitions past retention, pg_stat_statements absent)."""
+index, partitions past retention, pg_stat_statements absent, a local index of one
+partition), as a pg_monitor login (with and without migration 0010's grant; bloat hidden
+from it), and identifiers quoted as the server quotes them."""
 
 from __future__ import annotations
 
@@ -8,18 +10,22 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+import pytest_asyncio
 
 from pipeline import dbhealth
 from pipeline.config import DatabaseConfig
-from pipeline.dbhealth import coverage, indexes
-from pipeline.dbhealth.model import Report, Severity
+from pipeline.dbhealth import bloat, coverage, indexes
+from pipeline.dbhealth._text import ident
+from pipeline.dbhealth.model import Context, Report, Severity
 from pipeline.maintenance import partitions
-from tests.conftest import REPO
+from tests.conftest import REPO, unique_name
 
 EXTERNAL = (
     "DATABASE_URL", "PGHOST", "PGDATABASE", "PGPORT", "PGUSER", "PGPASSWORD",
@@ -207,3 +213,107 @@ def test_help(command: list[str]) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "usage: pipeline db" in result.stdout
+
+
+def as_login(url: str, login: str) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{login}@{host}"))
+
+
+@pytest_asyncio.fixture
+async def monitor(pg: asyncpg.Connection) -> AsyncIterator[str]:
+    """A monitoring login as docs/operations.md creates it (IN ROLE pg_monitor); roles are
+    cluster-wide, so its name is the test's own and it is dropped afterwards."""
+    name = unique_name("monitor")
+    await pg.execute(f"CREATE ROLE {name} LOGIN IN ROLE pg_monitor")
+    try:
+        yield name
+    finally:
+        await pg.execute(f"DROP OWNED BY {name}")
+        await pg.execute(f"DROP ROLE {name}")
+
+
+@pytest.mark.asyncio
+async def test_a_pg_monitor_login_runs_every_check(
+    pg: asyncpg.Connection, migrated_database: DatabaseConfig, monitor: str
+) -> None:
+    await partitions.ensure(pg)
+    url = as_login(migrated_database.url, monitor)
+    result = health("--format", "json", url=url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(result.stdout)
+    assert findings(data, "partitions")[0]["severity"] == "ok"  # migration 0010's grant
+    assert [f["subject"] for f in findings(data, "sessions")] == [""]  # it sees every session
+
+    # Without the grant (a schema not yet migrated to 0010): the exact GRANT to run.
+    await pg.execute("REVOKE SELECT ON partition_policies, partition_ranges FROM pg_monitor")
+    denied = health("--format", "json", url=url)
+    assert denied.returncode == 1, denied.stderr
+    [finding] = findings(json.loads(denied.stdout), "partitions")
+    assert finding["severity"] == "action" and "permission denied" in finding["what"]
+    assert finding["recommendation"].splitlines() == [
+        "as the schema owner (a member of pipeline_migrator): "
+        "GRANT SELECT ON partition_policies, partition_ranges TO pg_monitor;",
+        "  (migration 0010 grants exactly this: pipeline migrate up)",
+    ]
+
+
+@pytest.mark.asyncio
+async def test_bloat_hidden_from_a_pg_monitor_login_warns_instead_of_ok(
+    pg: asyncpg.Connection,
+    migrated_database: DatabaseConfig,
+    monitor: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await make_unused_index(pg)
+    await pg.execute("ANALYZE health_probe")
+    monkeypatch.setattr(bloat, "BLOAT_MIN_BYTES", 0)  # estimate even this small table
+    ctx = Context(now=datetime.now(UTC), stats_reset=None)
+    owner = await bloat.measure(pg, ctx)
+    assert {"public.health_probe", "public.health_probe_kind"} <= {
+        b.name for b in owner.estimates
+    }  # fmt: skip
+
+    conn = await asyncpg.connect(as_login(migrated_database.url, monitor))
+    try:
+        hidden = await bloat.measure(conn, ctx)
+    finally:
+        await conn.close()
+    assert hidden.estimates == [] and hidden.hidden >= 3  # table, primary key, index
+    [finding], _ = bloat.check(hidden)
+    assert finding.severity is Severity.WARN and "cannot see" in finding.what
+
+
+@pytest.mark.asyncio
+async def test_a_local_index_of_one_partition_is_judged_by_that_partition(
+    pg: asyncpg.Connection,
+) -> None:
+    await pg.execute("CREATE TABLE health_parts (id bigint, kind int) PARTITION BY RANGE (id)")
+    await pg.execute(
+        "CREATE TABLE health_parts_a PARTITION OF health_parts FOR VALUES FROM (0) TO (1000000)"
+    )
+    await pg.execute(
+        "CREATE TABLE health_parts_b PARTITION OF health_parts "
+        "FOR VALUES FROM (1000000) TO (2000000)"
+    )
+    await pg.execute("CREATE INDEX health_parts_a_kind ON health_parts_a (kind)")  # local
+    await pg.execute("CREATE INDEX health_parts_b_kind ON health_parts_b (kind)")  # local
+    await pg.execute(f"INSERT INTO health_parts SELECT g, g % 7 FROM generate_series(1, {ROWS}) g")
+    await pg.execute("SELECT pg_stat_force_next_flush()")
+    stats = {s.name: s for s in await indexes.fetch(pg)}
+    busy, quiet = stats["public.health_parts_a_kind"], stats["public.health_parts_b_kind"]
+    assert (busy.table, busy.partitioned) == ("health_parts_a", False)
+    assert ROWS <= busy.table_activity < ROWS + 10  # its own partition's rows (and scans)
+    assert quiet.table_activity < 10
+    assert [s.name for s in indexes.find_unused(stats.values())] == [
+        "public.health_parts_a_kind"
+    ]  # fmt: skip
+
+
+@pytest.mark.asyncio
+async def test_ident_quotes_exactly_as_quote_ident(pg: asyncpg.Connection) -> None:
+    names = [r[0] for r in await pg.fetch("SELECT word FROM pg_get_keywords()")]
+    names += ["events", "Events", "my table", 'a"b', "_x1", "1abc", "é", "abort"]
+    rows = await pg.fetch("SELECT n, quote_ident(n) AS q FROM unnest($1::text[]) n", names)
+    assert [(r["n"], ident(r["n"])) for r in rows] == [(r["n"], r["q"]) for r in rows]

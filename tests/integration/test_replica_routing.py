@@ -1,5 +1,6 @@
 """Replica routing against a real streaming replica: healthy, lagging (replay paused while
-the primary writes) and stopped, through the router and through `pipeline query`.
+the primary writes), catching up after a pause, and stopped, through the router and
+through `pipeline query`; and `pipeline db health` on the standby, judged the same way.
 
 The module starts a primary of its own (embedded PostgreSQL, migrated) and a hot standby
 of it (tests/integration/standby.py), whatever DATABASE_URL says: the standby needs a base
@@ -22,8 +23,11 @@ import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
+from pipeline import dbhealth
 from pipeline.analytics.routing import ReplicaRouter, RouteReason, server_label
 from pipeline.config import AnalyticsConfig, DatabaseConfig
+from pipeline.dbhealth import replication
+from pipeline.dbhealth.model import Severity
 from pipeline.embedded import EmbeddedPostgres
 from pipeline.metrics import AnalyticsMetrics
 from pipeline.migrations.runner import MigrationRunner
@@ -143,6 +147,13 @@ async def wait_caught_up(primary: asyncpg.Connection, standby: asyncpg.Connectio
     await wait_for(standby, f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn", "replay")
 
 
+def lsn(text: str | None) -> int:
+    """A WAL position ``X/Y`` as a number (comparable)."""
+    assert text is not None
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
 @pytest.mark.asyncio
 async def test_healthy_replica_answers(
     cluster: Cluster, admin: tuple[asyncpg.Connection, asyncpg.Connection]
@@ -153,7 +164,7 @@ async def test_healthy_replica_answers(
     # yet the replica has replayed everything, so it is healthy with lag 0.
     await wait_for(
         admin[1],
-        "SELECT now() - pg_last_xact_replay_timestamp() > interval '0.5 s'",
+        "SELECT clock_timestamp() - pg_last_xact_replay_timestamp() > interval '0.5 s'",
         "the last replayed commit to age",
     )
     r = router(cluster, max_lag_s=0.5)
@@ -162,6 +173,7 @@ async def test_healthy_replica_answers(
         "replica", RouteReason.HEALTHY_REPLICA, server_label(DatabaseConfig(cluster.replica_url)),
     )  # fmt: skip
     assert route.checks[0].lag_s == 0.0  # idle primary, everything replayed: no false lag
+    assert route.checks[0].detail.startswith("replayed up to the primary's position ")
     assert r.metrics.replica_healthy.labels(route.server)._value.get() == 1
 
     result = await asyncio.to_thread(run_query, cluster)
@@ -206,6 +218,83 @@ async def test_lagging_replica_falls_back_to_the_primary(
         await standby.execute("SELECT pg_wal_replay_resume()")
     await wait_caught_up(primary, standby)
     assert (await router(cluster).choose()).target == "replica"  # back once caught up
+
+
+@pytest.mark.asyncio
+async def test_a_replica_catching_up_is_not_caught_up_before_the_primarys_position(
+    cluster: Cluster, admin: tuple[asyncpg.Connection, asyncpg.Connection]
+) -> None:
+    """Replayed everything received is not caught up: after a pause, the replica is judged
+    caught up (lag 0) only once its replay position reaches the primary's, read before the
+    check; until then the age of its last replayed commit decides."""
+    primary, standby = admin
+    await primary.execute("SELECT pg_current_xact_id()")  # a commit for the replica to replay
+    await wait_caught_up(primary, standby)
+    # The last commit replayed before the pause gets older than the threshold, so that
+    # behind the primary that age cannot pass for caught up.
+    await wait_for(
+        standby,
+        "SELECT clock_timestamp() - pg_last_xact_replay_timestamp() > interval '0.5 s'",
+        "the last replayed commit to age",
+    )
+    await standby.execute("SELECT pg_wal_replay_pause()")
+    try:
+        # A backlog of a few MB of WAL, all received (streaming goes on while paused).
+        await primary.execute(
+            "CREATE TABLE catch_up AS "
+            "SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 30000) g"
+        )
+        written = await primary.fetchval("SELECT pg_current_wal_lsn()::text")
+        await wait_for(
+            standby, f"SELECT pg_last_wal_receive_lsn() >= '{written}'::pg_lsn", "WAL received"
+        )
+        [paused] = await router(cluster, max_lag_s=0.5).check()
+        assert paused.reason is RouteReason.REPLICA_LAGGING
+        assert "WAL replay is paused" in paused.detail and "behind the primary" in paused.detail
+
+        # `pipeline db health` on the standby, given its primary, judges it the same way.
+        conn = await asyncpg.connect(cluster.standby.url_for(DATABASE, user=READER))
+        try:
+            report = await dbhealth.run(
+                conn,
+                database="standby",
+                checks=((replication.NAME, replication.TITLE, replication.run),),
+                replication_lag_warn_s=0.5,
+                primary=DatabaseConfig(cluster.primary_url),
+            )
+        finally:
+            await conn.close()
+        [finding] = report.checks[0].findings
+        assert finding.severity is Severity.ACTION and "behind the primary" in finding.what
+    finally:
+        await standby.execute("SELECT pg_wal_replay_resume()")
+
+    # Resumed: check over and over while it replays the backlog. Whatever the timing, a
+    # check says lag 0 only if the replica had replayed up to the primary's position the
+    # test read before the check.
+    r = router(cluster, max_lag_s=0.5)
+    deadline = asyncio.get_running_loop().time() + 30
+    verdicts: list[str] = []
+    while True:
+        before = await primary.fetchval("SELECT pg_current_wal_lsn()::text")
+        [check] = await r.check()
+        state = check.state
+        assert state is not None and state.primary_lsn is not None
+        assert lsn(state.primary_lsn) >= lsn(before) >= lsn(written)
+        caught_up = lsn(state.replay_lsn) >= lsn(state.primary_lsn)
+        judged_caught_up = check.detail.startswith("replayed up to the primary's position")
+        assert judged_caught_up is caught_up, (check, before)
+        if caught_up:
+            assert check.lag_s == 0.0
+        else:  # the age of its last replayed commit: old, or the backlog's own commit
+            assert "behind the primary" in check.detail and check.lag_s != 0.0, check
+        verdicts.append(check.detail)
+        if caught_up:
+            break
+        assert asyncio.get_running_loop().time() < deadline, verdicts[-5:]
+    assert check.healthy and lsn(state.replay_lsn) >= lsn(written)
+    await primary.execute("DROP TABLE catch_up")
+    await wait_caught_up(primary, standby)
 
 
 @pytest.mark.asyncio

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 
+import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -13,7 +14,10 @@ from pipeline.analytics.routing import (
     ReplicaRouter,
     ReplicaState,
     RouteReason,
+    check_replica,
     judge,
+    probe_replica,
+    read_primary_lsn,
     server_label,
 )
 from pipeline.config import AnalyticsConfig, DatabaseConfig
@@ -24,38 +28,89 @@ PRIMARY = DatabaseConfig(url="postgresql://app:primary-secret@primary:5432/event
 R1 = DatabaseConfig(url="postgresql://analyst:r1-secret@r1:5432/events")
 R2 = DatabaseConfig(url="postgresql://analyst@r2:6432/events")
 
-CAUGHT_UP = ReplicaState(in_recovery=True, receiving=True, pending_bytes=0.0, replay_age_s=3600)
-LAGGING = ReplicaState(in_recovery=True, receiving=True, pending_bytes=8192.0, replay_age_s=12)
+PRIMARY_LSN = "0/5000000"
+# Replayed up to the primary's position, though the last replayed commit is an hour old
+# (an idle primary).
+CAUGHT_UP = ReplicaState(
+    in_recovery=True, receiving=True, pending_bytes=0.0, replay_age_s=3600,
+    behind_primary_bytes=0.0, replay_lsn=PRIMARY_LSN, primary_lsn=PRIMARY_LSN,
+)  # fmt: skip
+LAGGING = ReplicaState(
+    in_recovery=True, receiving=True, pending_bytes=8192.0, replay_age_s=12,
+    behind_primary_bytes=8192.0, primary_lsn=PRIMARY_LSN,
+)  # fmt: skip
 PRIMARY_STATE = ReplicaState(in_recovery=False)
+
+
+def behind(bytes_: float, paused: bool, age: float | None, **kw: object) -> ReplicaState:
+    """A standby compared with the primary's position: ``bytes_`` behind it."""
+    base: dict[str, object] = dict(
+        in_recovery=True, receiving=True, pending_bytes=0.0, replay_paused=paused,
+        replay_age_s=age, behind_primary_bytes=bytes_, primary_lsn=PRIMARY_LSN,
+    )  # fmt: skip
+    base.update(kw)
+    return ReplicaState(**base)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
     ("state", "reason", "lag"),
     [
-        # An idle primary: the last replayed commit is an hour old, yet nothing is pending.
+        # At or past the primary's position read before the check: lag 0, however old the
+        # last replayed commit (an idle primary commits nothing).
         (CAUGHT_UP, RouteReason.HEALTHY_REPLICA, 0.0),
-        # Replay behind what was received (or receive LSN behind after a restart: <= 0).
-        (ReplicaState(True, True, 4096.0, False, 1.5), RouteReason.HEALTHY_REPLICA, 1.5),
-        (ReplicaState(True, True, -16.0, False, 99.0), RouteReason.HEALTHY_REPLICA, 0.0),
+        (behind(-128.0, False, 3600.0), RouteReason.HEALTHY_REPLICA, 0.0),
+        # Paused, or without a WAL receiver, but nothing missing: caught up.
+        (behind(0.0, True, 30.0), RouteReason.HEALTHY_REPLICA, 0.0),
+        (behind(0.0, False, 600.0, receiving=False, pending_bytes=None),
+         RouteReason.HEALTHY_REPLICA, 0.0),
+        # Replayed everything it received (or receive below replay after a restart) but
+        # behind the primary: catching up a backlog, or just reconnected. Not caught up:
+        # the age of the last replayed commit decides.
+        (behind(16e6, False, 99.0), RouteReason.REPLICA_LAGGING, 99.0),
+        (behind(4096.0, False, 99.0, pending_bytes=-16.0), RouteReason.REPLICA_LAGGING, 99.0),
+        (behind(4096.0, False, 1.5), RouteReason.HEALTHY_REPLICA, 1.5),
         (LAGGING, RouteReason.REPLICA_LAGGING, 12.0),
+        (behind(4096.0, False, 5.0), RouteReason.REPLICA_LAGGING, 5.0),
+        # Nothing replayed since start: unknown, so lagging.
+        (behind(4096.0, False, None), RouteReason.REPLICA_LAGGING, None),
+        # Paused behind the primary: lagging even though the last replayed commit is recent.
+        (behind(4096.0, True, 0.2, pending_bytes=4096.0), RouteReason.REPLICA_LAGGING, 0.2),
+        (PRIMARY_STATE, RouteReason.REPLICA_NOT_IN_RECOVERY, None),
+    ],
+)  # fmt: skip
+def test_judge_against_the_primarys_position(
+    state: ReplicaState, reason: RouteReason, lag: float | None
+) -> None:
+    got_reason, got_lag, detail = judge(state, max_lag_s=5.0)
+    assert (got_reason, got_lag) == (reason, lag) and detail
+    assert "primary position unknown" not in detail
+
+
+@pytest.mark.parametrize(
+    ("state", "reason", "lag"),
+    [
+        # The weaker rule: a WAL receiver runs and replay reached the receive position
+        # (receive <= replay: after a restart the receive position can be below replay).
+        (ReplicaState(True, True, 0.0, False, 3600.0), RouteReason.HEALTHY_REPLICA, 0.0),
+        (ReplicaState(True, True, -16.0, False, 99.0), RouteReason.HEALTHY_REPLICA, 0.0),
+        (ReplicaState(True, True, 4096.0, False, 1.5), RouteReason.HEALTHY_REPLICA, 1.5),
         (ReplicaState(True, True, 4096.0, False, 5.0), RouteReason.REPLICA_LAGGING, 5.0),
-        # Paused with WAL pending: lagging even though the last replayed commit is recent.
         (ReplicaState(True, True, 4096.0, True, 0.2), RouteReason.REPLICA_LAGGING, 0.2),
-        # Paused with nothing pending: still caught up.
         (ReplicaState(True, True, 0.0, True, 30.0), RouteReason.HEALTHY_REPLICA, 0.0),
         # No WAL receiver: it cannot know what it misses; the age decides, paused never passes.
         (ReplicaState(True, False, 0.0, False, 2.0), RouteReason.HEALTHY_REPLICA, 2.0),
         (ReplicaState(True, False, 0.0, False, 60.0), RouteReason.REPLICA_LAGGING, 60.0),
         (ReplicaState(True, False, None, True, 0.1), RouteReason.REPLICA_LAGGING, 0.1),
-        # Nothing replayed since start and WAL pending: unknown, so lagging.
         (ReplicaState(True, True, 100.0, False, None), RouteReason.REPLICA_LAGGING, None),
         (ReplicaState(True, False, None, False, None), RouteReason.REPLICA_LAGGING, None),
-        (PRIMARY_STATE, RouteReason.REPLICA_NOT_IN_RECOVERY, None),
     ],
 )
-def test_judge(state: ReplicaState, reason: RouteReason, lag: float | None) -> None:
+def test_judge_without_the_primarys_position_judges_the_replica_alone(
+    state: ReplicaState, reason: RouteReason, lag: float | None
+) -> None:
     got_reason, got_lag, detail = judge(state, max_lag_s=5.0)
-    assert (got_reason, got_lag) == (reason, lag) and detail
+    assert (got_reason, got_lag) == (reason, lag)
+    assert "primary position unknown" in detail
 
 
 def test_server_label_never_shows_a_password() -> None:
@@ -74,13 +129,31 @@ class FakeProbe:
     def __init__(self, states: dict[str, ReplicaState | Exception]) -> None:
         self.states = states
         self.calls: list[str] = []
+        self.primary_lsns: list[str | None] = []
 
-    async def __call__(self, config: DatabaseConfig, timeout_s: float) -> ReplicaState:
+    async def __call__(
+        self, config: DatabaseConfig, timeout_s: float, primary_lsn: str | None
+    ) -> ReplicaState:
         self.calls.append(config.url)
+        self.primary_lsns.append(primary_lsn)
         answer = self.states[config.url]
         if isinstance(answer, Exception):
             raise answer
         return answer
+
+
+class FakePrimary:
+    """The primary's WAL position (or an exception to raise); records when it was read."""
+
+    def __init__(self, answer: str | Exception = PRIMARY_LSN, log: list[str] | None = None):
+        self.answer = answer
+        self.log = log if log is not None else []
+
+    async def __call__(self, config: DatabaseConfig, timeout_s: float) -> str:
+        self.log.append(f"primary {server_label(config)}")
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
 
 
 class Clock:
@@ -97,12 +170,14 @@ def router(
     primary: DatabaseConfig | None = PRIMARY,
     clock: Clock | None = None,
     interval_s: float = 30.0,
+    primary_position: FakePrimary | None = None,
 ) -> ReplicaRouter:
     return ReplicaRouter(
         AnalyticsConfig(replicas=replicas, max_lag_s=5.0, check_interval_s=interval_s),
         primary,
         metrics=AnalyticsMetrics(CollectorRegistry()),
         probe=probe,
+        primary_position=primary_position or FakePrimary(),
         clock=clock or Clock(),
     )
 
@@ -128,7 +203,8 @@ async def test_a_healthy_replica_answers(caplog: pytest.LogCaptureFixture) -> No
     route = await r.choose()
     assert (route.database, route.target, route.reason) == (R1, "replica", "healthy_replica")
     assert route.describe() == (
-        "the replica r1:5432/events (healthy_replica: replayed all WAL received)"
+        "the replica r1:5432/events (healthy_replica: replayed up to the primary's position "
+        "0/5000000)"
     )
     assert routes(r, "replica", RouteReason.HEALTHY_REPLICA) == 1
     assert (gauge(r, "lag", R1), gauge(r, "healthy", R1)) == (0.0, 1.0)
@@ -153,12 +229,13 @@ async def test_the_first_healthy_replica_in_order_wins(caplog: pytest.LogCapture
 @pytest.mark.parametrize(
     ("answer", "reason", "said"),
     [
-        (DatabaseUnavailableError("TimeoutError: timed out"), RouteReason.REPLICA_UNREACHABLE,
-         "timed out"),
+        (DatabaseUnavailableError("did not answer within ANALYTICS_CHECK_TIMEOUT_S=2s"),
+         RouteReason.REPLICA_UNREACHABLE, "did not answer within ANALYTICS_CHECK_TIMEOUT_S=2s"),
         (DatabaseRefusedError("InvalidPasswordError: password authentication failed"),
          RouteReason.REPLICA_UNREACHABLE, "password authentication failed"),
         (PRIMARY_STATE, RouteReason.REPLICA_NOT_IN_RECOVERY, "not in recovery"),
-        (LAGGING, RouteReason.REPLICA_LAGGING, "replay lag 12.0 s >= 5 s"),
+        (LAGGING, RouteReason.REPLICA_LAGGING,
+         "replay lag 12.0 s >= 5 s, 8192 bytes behind the primary"),
     ],
 )  # fmt: skip
 @pytest.mark.asyncio
@@ -274,3 +351,92 @@ async def test_a_bug_in_the_probe_is_not_taken_for_an_unreachable_replica() -> N
     r = router(FakeProbe({R1.url: KeyError("bug")}), R1)
     with pytest.raises(KeyError):
         await r.choose()
+
+
+@pytest.mark.asyncio
+async def test_the_primarys_position_is_read_before_the_replicas_and_given_to_each() -> None:
+    order: list[str] = []
+
+    class Probe(FakeProbe):
+        async def __call__(
+            self, config: DatabaseConfig, timeout_s: float, primary_lsn: str | None
+        ) -> ReplicaState:
+            order.append(f"replica {server_label(config)}")
+            return await super().__call__(config, timeout_s, primary_lsn)
+
+    probe = Probe({R1.url: LAGGING, R2.url: CAUGHT_UP})
+    r = router(probe, R1, R2, primary_position=FakePrimary(log=order))
+    assert (await r.choose()).database == R2
+    assert order[0] == "primary primary:5432/events" and len(order) == 3
+    assert probe.primary_lsns == [PRIMARY_LSN, PRIMARY_LSN]
+
+
+@pytest.mark.asyncio
+async def test_without_the_primarys_position_each_replica_is_judged_alone() -> None:
+    alone = ReplicaState(True, True, 0.0, False, 3600.0)  # what the probe reads then
+    down = FakePrimary(DatabaseUnavailableError("did not answer"))
+    probe = FakeProbe({R1.url: alone})
+    route = await router(probe, R1, primary_position=down).choose()
+    assert probe.primary_lsns == [None] and down.log == ["primary primary:5432/events"]
+    assert route.target == "replica"
+    assert route.checks[0].detail == "replayed all WAL received, primary position unknown"
+
+    unread = FakePrimary()
+    probe = FakeProbe({R1.url: alone})
+    await router(probe, R1, primary=None, primary_position=unread).choose()
+    assert probe.primary_lsns == [None] and unread.log == []  # no primary configured
+
+
+@pytest.mark.asyncio
+async def test_watch_without_any_server_warns_once_per_change(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    probe = FakeProbe({R1.url: LAGGING})
+    r = router(probe, R1, primary=None, interval_s=0.01)
+    task = asyncio.create_task(r.watch())
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if len(probe.calls) >= 4:
+                break
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert len(probe.calls) >= 4
+    [line] = warnings(caplog)  # not one per interval
+    assert "no primary to fall back to" in line
+
+
+@pytest.mark.asyncio
+async def test_a_replica_not_answering_in_time_says_which_setting_bounds_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def hangs(*args: object, **kwargs: object) -> None:
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(asyncpg, "connect", hangs)
+    with pytest.raises(DatabaseUnavailableError) as raised:
+        await probe_replica(R1, 0.05, None)
+    assert str(raised.value) == "did not answer within ANALYTICS_CHECK_TIMEOUT_S=0.05s"
+    check = await check_replica(R1, max_lag_s=5.0, timeout_s=0.05)
+    assert check.reason is RouteReason.REPLICA_UNREACHABLE
+    assert check.describe() == (
+        "r1:5432/events replica_unreachable (did not answer within ANALYTICS_CHECK_TIMEOUT_S=0.05s)"
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_refused_login_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refuses(*args: object, **kwargs: object) -> None:
+        error = asyncpg.InvalidPasswordError('password authentication failed for user "analyst"')
+        error.sqlstate = "28P01"
+        raise error
+
+    monkeypatch.setattr(asyncpg, "connect", refuses)
+    with pytest.raises(DatabaseRefusedError) as raised:
+        await probe_replica(R1, 1.0, None)
+    assert "password authentication failed" in str(raised.value)
+    assert "ANALYTICS_DATABASE_URL" in str(raised.value) and "secret" not in str(raised.value)
+    with pytest.raises(DatabaseRefusedError, match="check the login in DATABASE_URL"):
+        await read_primary_lsn(PRIMARY, 1.0)

@@ -136,7 +136,7 @@ def test_to_env_round_trips() -> None:
     )
     assert config.worker.flush_max_events == 123
     assert config.worker.rollup_interval_s == 300
-    assert config.analytics_database is not None
+    assert [r.url for r in config.analytics.replicas] == ["postgresql://analyst:pw@replica/events"]
     assert "pw" not in repr(config)
     assert Config.from_env(config.to_env()) == config
 
@@ -189,7 +189,7 @@ def test_log_format_is_text_or_json() -> None:
 
 def test_analytics_replicas_are_a_comma_separated_list() -> None:
     default = Config.from_env({})
-    assert default.analytics.replicas == () and default.analytics_database is None
+    assert default.analytics.replicas == ()
     assert (default.analytics.max_lag_s, default.analytics.check_interval_s) == (5.0, 30.0)
     config = Config.from_env(
         {
@@ -204,8 +204,24 @@ def test_analytics_replicas_are_a_comma_separated_list() -> None:
         "postgresql://an:p,w@r1:5432/e", "postgresql://h1,h2/e", "postgres://an@/e?host=/run/pg",
     ]  # fmt: skip
     assert config.analytics.max_lag_s == 2.5 and config.analytics.check_interval_s == 10
-    assert config.analytics_database == config.analytics.replicas[0]
     assert Config.from_env(config.to_env()) == config
+
+
+def test_replicas_take_the_primarys_connect_and_statement_timeouts() -> None:
+    env = {
+        "ANALYTICS_DATABASE_URL": "postgresql://a@r1/e,postgresql://a@r2/e",
+        "DATABASE_CONNECT_TIMEOUT_S": "3.5",
+        "DATABASE_STATEMENT_TIMEOUT_MS": "1500",
+    }
+    replicas_only = Config.from_env(env)
+    assert {
+        (r.connect_timeout_s, r.statement_timeout_ms) for r in replicas_only.analytics.replicas
+    } == {(3.5, 1500)}
+    assert Config.from_env(replicas_only.to_env()) == replicas_only  # without a primary too
+    both = Config.from_env({**env, "DATABASE_URL": "postgresql://a@p/e"})
+    assert both.database is not None and both.database.statement_timeout_ms == 1500
+    assert both.analytics.replicas[1].connect_timeout_s == 3.5
+    assert Config.from_env(both.to_env()) == both
 
 
 def test_replica_passwords_never_appear_in_repr() -> None:

@@ -13,11 +13,13 @@ import asyncpg
 import pytest
 
 from pipeline import dbhealth
+from pipeline.analytics.routing import ReplicaState
 from pipeline.cli import build_parser
-from pipeline.cli.db import _database
+from pipeline.cli.db import _database, _primary
 from pipeline.config import Config, DatabaseConfig
 from pipeline.dbhealth import bloat, cache, coverage, indexes, replication, sessions, statements
 from pipeline.dbhealth import thresholds as t
+from pipeline.dbhealth._text import ident, qualified
 from pipeline.dbhealth.model import (
     CheckResult,
     Column,
@@ -144,6 +146,31 @@ def test_an_invalid_index_is_rebuilt_concurrently() -> None:
     assert "CREATE INDEX CONCURRENTLY events_v ON public.events" in f.recommendation
 
 
+def test_table_activity_sums_partitions_into_their_parents_only() -> None:
+    # 10 plain table; 20 partitioned (root) with 21, 22 partitions; 22 sub-partitioned
+    # into 221 and 222.
+    totals = indexes.table_activity(
+        [
+            (10, [], 500),
+            (20, [20], 0),  # a partitioned table appears with no rows of its own
+            (21, [21, 20], 7_000),
+            (22, [22, 20], 0),
+            (221, [221, 22, 20], 30_000),
+            (222, [222, 22, 20], 100),
+        ]
+    )
+    assert totals == {10: 500, 20: 37_100, 21: 7_000, 22: 30_100, 221: 30_000, 222: 100}
+
+
+def test_a_local_index_on_one_partition_is_judged_by_that_partitions_activity() -> None:
+    quiet = index("logs_p1_v", table="logs_p1", table_activity=50)
+    busy = index("logs_p2_v", table="logs_p2", table_activity=50_000, signature=("btree", "9"))
+    assert [s.index for s in indexes.find_unused([quiet, busy])] == ["logs_p2_v"]
+    findings, _ = indexes.check([busy], CTX)
+    assert findings[0].what.startswith("public.logs_p2_v on logs_p2 ")
+    assert "DROP INDEX CONCURRENTLY public.logs_p2_v;" in findings[0].recommendation
+
+
 def test_healthy_indexes_give_one_ok_finding() -> None:
     findings, _ = indexes.check([index("events_v", scans=3)], CTX)
     assert [f.severity for f in findings] == [Severity.OK]
@@ -226,12 +253,30 @@ def test_bloat_findings_only_above_the_ratio() -> None:
         bloat.Bloat("table", "public.a", "public.a", big, int(big * t.BLOAT_WARN_RATIO)),
         bloat.Bloat("index", "public.a_i", "public.a", big, int(big * 0.4)),
     ]
-    findings, details = bloat.check(measured)
+    findings, details = bloat.check(bloat.Measured(measured))
     assert [f.subject for f in findings] == ["public.a"]
     assert "VACUUM FULL public.a" in findings[0].recommendation
     assert "REINDEX INDEX CONCURRENTLY public.a_i" in bloat.finding(measured[1]).recommendation
     assert len(details.rows) == 2
-    assert bloat.check([])[0][0].severity is Severity.OK
+    [nothing] = bloat.check(bloat.Measured([]))[0]
+    assert nothing.severity is Severity.OK and "nothing to estimate" in nothing.what
+
+
+def test_bloat_that_could_estimate_nothing_warns() -> None:
+    # A pg_monitor login: pg_stats hides every column of tables it may not SELECT.
+    [hidden], _ = bloat.check(bloat.Measured([], hidden=12))
+    assert hidden.severity is Severity.WARN and hidden.subject == "pg_stats"
+    assert hidden.what == (
+        "12 relations over 64.0 MiB, none could be estimated "
+        "(12 with statistics this login cannot see)"
+    )
+    assert "schema owner" in hidden.recommendation and "not absent" in hidden.why
+    [unanalyzed], _ = bloat.check(bloat.Measured([], unanalyzed=1))
+    assert unanalyzed.severity is Severity.WARN and "ANALYZE" in unanalyzed.recommendation
+    # Some estimated: the check stands, and says what it could not see.
+    one = bloat.Bloat("table", "public.a", "public.a", t.BLOAT_MIN_BYTES, 0)
+    [partial], _ = bloat.check(bloat.Measured([one], hidden=3))
+    assert partial.severity is Severity.OK and "3 not estimated" in partial.what
 
 
 def table_vacuum(**kw: Any) -> TableVacuum:
@@ -263,6 +308,11 @@ def test_transaction_id_age_thresholds() -> None:
     assert xid_finding(t.XID_AGE_WARN - 1).severity is Severity.OK
     assert xid_finding(t.XID_AGE_WARN).severity is Severity.WARN
     assert xid_finding(t.XID_AGE_ACTION).severity is Severity.ACTION
+    # The cluster's oldest database, which may not be the one checked.
+    other = xid_finding(t.XID_AGE_ACTION, "reports")
+    assert other.what == "transaction-ID age of the cluster is 1,000,000,000 (database reports)"
+    assert other.recommendation.startswith("connect to database reports and ")
+    assert other.subject == "reports"
 
 
 def session(**kw: Any) -> sessions.Session:
@@ -296,6 +346,48 @@ def test_idle_in_transaction_and_long_transactions_by_threshold() -> None:
     assert sessions.session_finding(session(state="idle", transaction_s=None)) is None
 
 
+def test_idle_in_transaction_is_judged_by_its_transactions_age_too() -> None:
+    brief = t.IDLE_IN_TRANSACTION_WARN.total_seconds() - 1
+    old = t.LONG_TRANSACTION_ACTION.total_seconds()
+    # Idle only a moment between statements of a transaction open for an hour.
+    found = sessions.session_finding(
+        session(state="idle in transaction", state_s=brief, transaction_s=old)
+    )
+    assert found is not None and found.severity is Severity.ACTION
+    assert "in a transaction open for 60 min" in found.what
+    warn = sessions.session_finding(
+        session(
+            state="idle in transaction",
+            state_s=brief,
+            transaction_s=t.LONG_TRANSACTION_WARN.total_seconds(),
+        )
+    )
+    assert warn is not None and warn.severity is Severity.WARN
+    young = session(state="idle in transaction", state_s=brief, transaction_s=brief)
+    assert sessions.session_finding(young) is None
+
+
+@pytest.mark.parametrize(
+    ("login", "quoted"),
+    [("analyst", "analyst"), ("user", '"user"'), ("Alice", '"Alice"'), ('a"b', '"a""b"'),
+     ("order", '"order"'), ("name", "name")],
+)  # fmt: skip
+def test_recommended_sql_quotes_logins_as_quote_ident_does(login: str, quoted: str) -> None:
+    long = t.LONG_TRANSACTION_WARN.total_seconds()
+    idle = sessions.session_finding(session(login=login, state="idle in transaction", state_s=long))
+    active = sessions.session_finding(session(login=login, transaction_s=long))
+    assert idle is not None and active is not None
+    assert f"ALTER ROLE {quoted} SET idle_in_transaction_session_timeout" in idle.recommendation
+    assert f"ALTER ROLE {quoted} SET statement_timeout" in active.recommendation
+
+
+def test_ident_quotes_reserved_words_and_anything_not_plain() -> None:
+    assert [ident(n) for n in ("events", "user", "select", "between", "int", "abort")] == [
+        "events", '"user"', '"select"', '"between"', '"int"', "abort",
+    ]  # fmt: skip
+    assert qualified("My Schema", "t") == '"My Schema".t'
+
+
 def test_hidden_sessions_are_a_warning() -> None:
     findings, _ = sessions.check([], privileged=False)
     assert [f.subject for f in findings] == ["pg_read_all_stats"]
@@ -306,15 +398,72 @@ def test_replication_lag_and_slots() -> None:
     assert replication.lag_severity(t.REPLICATION_LAG_WARN_S - 0.1) is Severity.OK
     assert replication.lag_severity(t.REPLICATION_LAG_WARN_S) is Severity.WARN
     assert replication.lag_severity(t.REPLICATION_LAG_ACTION_S) is Severity.ACTION
+    # The warning threshold follows ANALYTICS_MAX_LAG_S.
+    assert replication.lag_severity(2.0, warn_s=1.5) is Severity.WARN
+    assert replication.lag_severity(9.0, warn_s=30.0) is Severity.OK
     standby = dict(name="replica1", client="10.0.0.2", state="streaming", lag_s=0.0,
                    behind_bytes=0, sync_state="async")  # fmt: skip
     assert replication.standby_finding(standby).severity is Severity.OK
     assert replication.standby_finding({**standby, "state": "catchup"}).severity is Severity.WARN
+    slow = replication.standby_finding({**standby, "lag_s": 2.0}, warn_s=1.5)
+    assert slow.severity is Severity.WARN and "1.5 s or more behind" in slow.why
     slot = dict(name="old", type="physical", active=False, retained=t.SLOT_RETAINED_ACTION_BYTES)
     found = replication.slot_finding(slot)
     assert found is not None and found.severity is Severity.ACTION
     assert "SELECT pg_drop_replication_slot('old');" in found.recommendation
     assert replication.slot_finding({**slot, "active": True}) is None
+
+
+def standby(**kw: Any) -> ReplicaState:
+    base: dict[str, Any] = dict(
+        in_recovery=True, receiving=True, pending_bytes=0.0, replay_paused=False,
+        replay_age_s=600.0, behind_primary_bytes=None, primary_lsn=None,
+    )  # fmt: skip
+    base.update(kw)
+    return ReplicaState(**base)
+
+
+def severities(findings: list[Finding]) -> list[tuple[str, Severity]]:
+    return [(f.subject, f.severity) for f in findings]
+
+
+def test_a_standby_judges_itself_as_the_routing_does() -> None:
+    # At the primary's position: lag 0 although its last commit is 10 minutes old.
+    [ok] = replication.self_findings(standby(behind_primary_bytes=0.0, primary_lsn="0/5"))
+    assert ok.severity is Severity.OK and "0 s behind its primary" in ok.what
+    # Replayed all it received but behind the primary (a backlog): the commit age counts.
+    [far] = replication.self_findings(standby(behind_primary_bytes=1e6, primary_lsn="0/5"))
+    assert far.severity is Severity.ACTION and "10 min behind" in far.what
+    assert "1000000 bytes behind the primary" in far.what
+    # Without the primary: the weaker rule, receive <= replay (a restart can leave the
+    # receive position below replay) is caught up.
+    [alone] = replication.self_findings(standby(pending_bytes=-16.0))
+    assert alone.severity is Severity.OK and "primary position unknown" in alone.what
+    # The routing's threshold: ANALYTICS_MAX_LAG_S.
+    behind = standby(pending_bytes=4096.0, replay_age_s=2.0)
+    assert severities(replication.self_findings(behind, warn_s=1.0)) == [("replay", Severity.WARN)]
+    assert severities(replication.self_findings(behind, warn_s=5.0)) == [("replay", Severity.OK)]
+
+
+def test_unknown_lag_and_a_missing_wal_receiver_warn_paused_replay_needs_action() -> None:
+    unknown = replication.self_findings(standby(pending_bytes=4096.0, replay_age_s=None))
+    assert severities(unknown) == [("replay", Severity.WARN)]
+    assert "replay lag unknown" in unknown[0].what
+    assert "--database-url <this standby>" in unknown[0].recommendation
+    no_receiver = replication.self_findings(
+        standby(receiving=False, pending_bytes=None, replay_age_s=1.0)
+    )
+    assert severities(no_receiver) == [("replay", Severity.OK), ("wal_receiver", Severity.WARN)]
+    assert "primary_conninfo" in no_receiver[1].recommendation
+    neither = replication.self_findings(
+        standby(receiving=False, pending_bytes=None, replay_age_s=None)
+    )
+    assert severities(neither) == [("replay", Severity.WARN), ("wal_receiver", Severity.WARN)]
+    paused = replication.self_findings(
+        standby(replay_paused=True, pending_bytes=4096.0, replay_age_s=0.5)
+    )
+    assert severities(paused) == [("replay", Severity.ACTION)]
+    assert "pg_wal_replay_resume()" in paused[0].recommendation
 
 
 def test_how_to_enable_pg_stat_statements() -> None:
@@ -432,22 +581,53 @@ class FakeConnection:
         return None
 
     async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any]:
-        return {"now": NOW, "stats_reset": None, "block_size": 8192, "server_version": "16.4"}
+        return {
+            "now": NOW, "stats_reset": None, "block_size": 8192, "server_version": "16.4",
+            "login": "monitor", "monitor": False,
+        }  # fmt: skip
+
+
+def denied_error() -> Exception:
+    error: Exception = asyncpg.exceptions.InsufficientPrivilegeError("permission denied for x")
+    error.sqlstate = "42501"  # type: ignore[attr-defined]
+    return error
 
 
 def test_a_check_failing_on_the_server_becomes_an_action_finding() -> None:
     async def denied(conn: Any, ctx: Context) -> CheckResult:
-        raise asyncpg.exceptions.InsufficientPrivilegeError("permission denied for view x")
+        raise denied_error()
+
+    async def broken(conn: Any, ctx: Context) -> CheckResult:
+        error = asyncpg.exceptions.UndefinedTableError("relation x does not exist")
+        error.sqlstate = "42P01"
+        raise error
 
     async def fine(conn: Any, ctx: Context) -> CheckResult:
         return CheckResult("fine", "Fine", (OK,))
 
-    checks = (("denied", "Denied", denied), ("fine", "Fine", fine))
+    checks = (("denied", "Denied", denied), ("broken", "Broken", broken), ("fine", "Fine", fine))
     r = asyncio.run(dbhealth.run(FakeConnection(), database="db", checks=checks))
-    assert [c.severity for c in r.checks] == [Severity.ACTION, Severity.OK]
+    assert [c.severity for c in r.checks] == [Severity.ACTION, Severity.ACTION, Severity.OK]
     assert "permission denied" in r.checks[0].findings[0].what
-    assert "pg_monitor" in r.checks[0].findings[0].recommendation
+    # A missing privilege: the exact GRANT for this login.
+    assert r.checks[0].findings[0].recommendation == "as a superuser: GRANT pg_monitor TO monitor;"
+    assert "pipeline migrate up" in r.checks[1].findings[0].recommendation
     assert r.exit_code == 1
+
+
+def test_a_missing_privilege_names_the_exact_grant() -> None:
+    monitor = Context(now=NOW, stats_reset=None, login="monitor", monitor=True)
+    text = dbhealth.grant_recommendation(coverage.NAME, monitor)
+    assert text.splitlines() == [
+        "as the schema owner (a member of pipeline_migrator): "
+        "GRANT SELECT ON partition_policies, partition_ranges TO pg_monitor;",
+        "  (migration 0010 grants exactly this: pipeline migrate up)",
+    ]
+    outsider = replace(monitor, login="user", monitor=False)
+    assert dbhealth.grant_recommendation(coverage.NAME, outsider).endswith(
+        'and, as a superuser: GRANT pg_monitor TO "user";'
+    )
+    assert "already has pg_monitor" in dbhealth.grant_recommendation("sessions", monitor)
 
 
 def test_a_lost_connection_ends_the_run() -> None:
@@ -477,6 +657,11 @@ def test_command_line_options_and_database_choice() -> None:
     chosen = _database(args, configured)
     assert chosen.url == "postgresql://b@h/x" and chosen.statement_timeout_ms == 5
     assert _database(args, Config()).url == "postgresql://b@h/x"
+    # Another server than DATABASE_URL (a standby?) is compared with it; the same is not.
+    assert _primary(chosen, configured) == configured.database
+    assert _primary(_database(build_parser().parse_args(["db", "health"]), configured),
+                    configured) is None  # fmt: skip
+    assert _primary(chosen, Config()) is None
     with pytest.raises(SystemExit):
         build_parser().parse_args(["db", "health", "--format", "csv"])
 

@@ -17,6 +17,10 @@ from pipeline.errors import (
     PipelineError,
     SchemaMissingError,
     classify_database_error,
+    is_insufficient_privilege,
+    is_not_in_prerequisite_state,
+    is_session_lost,
+    sqlstate_of,
 )
 
 
@@ -85,3 +89,24 @@ def test_anything_else_is_not_classified_it_is_a_bug() -> None:
 def test_pipeline_errors_pass_through() -> None:
     original = NoPartitionError("x")
     assert classify_database_error(original) is original
+
+
+def test_sqlstate_predicates_read_the_code_never_the_message() -> None:
+    denied = pg_error(asyncpg.InsufficientPrivilegeError, "42501", "anything")
+    assert is_insufficient_privilege(denied)
+    assert is_insufficient_privilege(classify_database_error(denied))  # type: ignore[arg-type]
+    assert not is_insufficient_privilege(pg_error(asyncpg.PostgresError, "42000", "permission"))
+    assert not is_insufficient_privilege(ValueError("42501"))
+    not_loaded = pg_error(asyncpg.ObjectNotInPrerequisiteStateError, "55000")
+    assert is_not_in_prerequisite_state(not_loaded)
+    assert sqlstate_of(DatabaseError("x", sqlstate="55000")) == "55000"
+    assert sqlstate_of(DatabaseError("x")) is None and sqlstate_of(KeyError()) is None
+
+
+def test_a_lost_session_is_a_connection_failure_or_a_shutdown() -> None:
+    assert is_session_lost(ConnectionResetError("reset"))
+    assert is_session_lost(asyncpg.InterfaceError("connection is closed"))
+    assert is_session_lost(pg_error(asyncpg.AdminShutdownError, "57P01"))
+    assert not is_session_lost(pg_error(asyncpg.SerializationError, "40001"))
+    assert not is_session_lost(pg_error(asyncpg.InsufficientPrivilegeError, "42501"))
+    assert not is_session_lost(KeyError("bug"))
