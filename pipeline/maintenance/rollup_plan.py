@@ -30,6 +30,9 @@ API_DETAIL = ("service", "endpoint", "method", "user_id", "organization_id")
 AI_DETAIL = ("organization_id", "user_id", "model_type", "model_version", "region_processed")
 API_SUMMARY = ("organization_id", "service")
 AI_SUMMARY = ("organization_id", "model_type")
+AI_USER = ("organization_id", "user_id")
+# What the per-user rollups (migration 0011) keep: enough to rank users by AI cost.
+AI_USER_MEASURES = ("analyses", "tokens_used", "cost")
 
 
 @dataclass(frozen=True)
@@ -127,5 +130,7 @@ PLAN: dict[str, tuple[Step, ...]] = {
         _daily("ai_analysis_daily", "ai_analysis_hourly", AI_DETAIL, AI_MEASURES),
         _hourly("ai_analysis_summary_hourly", "ai_analysis_hourly", AI_SUMMARY, AI_MEASURES),
         _daily("ai_analysis_summary_daily", "ai_analysis_summary_hourly", AI_SUMMARY, AI_MEASURES),
+        _hourly("ai_analysis_user_hourly", "ai_analysis_hourly", AI_USER, AI_USER_MEASURES),
+        _daily("ai_analysis_user_daily", "ai_analysis_user_hourly", AI_USER, AI_USER_MEASURES),
     ),
 }

@@ -5,7 +5,8 @@ their base tables, incrementally.
   ``api_usage_summary_daily`` (per hour/day, organization and service);
 - from ai_analysis: ``ai_analysis_hourly`` and ``ai_analysis_daily`` (per hour/day, user,
   model, version, region), ``ai_analysis_summary_hourly`` and ``ai_analysis_summary_daily``
-  (per hour/day, organization and model).
+  (per hour/day, organization and model), ``ai_analysis_user_hourly`` and
+  ``ai_analysis_user_daily`` (per hour/day, organization and user: migration 0011).
 
 Call :func:`refresh_rollups` on one connection (outside any transaction) from a single
 place at a time, e.g. the workers' leader-only maintenance timer; concurrent calls are safe

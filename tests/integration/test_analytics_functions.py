@@ -253,3 +253,130 @@ async def test_latency_quantile_error_is_within_the_documented_bound(
             upper = min(bounds[i], values[-1]) if i < 7 else values[-1]
             assert lower <= estimate <= upper
             assert abs(estimate - true) <= upper - lower + 1e-9
+
+
+# The plain SQL the ranking functions replace (issue 14): straight from the base tables.
+PLAIN_TOP_USERS = """
+SELECT user_id, organization_id, count(*)::bigint, sum(tokens_used)::bigint, sum(api_cost)
+FROM ai_analysis
+WHERE created_at >= $1 AND created_at < $2 AND user_id IS NOT NULL
+  AND ($4::text IS NULL OR organization_id = $4)
+GROUP BY user_id, organization_id
+ORDER BY sum(api_cost) DESC, user_id
+LIMIT $3
+"""
+PLAIN_ORGANIZATION_SUMMARY = """
+SELECT coalesce(a.organization_id, i.organization_id), coalesce(a.requests, 0),
+       coalesce(a.errors, 0), a.errors::double precision / nullif(a.requests, 0),
+       coalesce(a.cost, 0), coalesce(i.analyses, 0), coalesce(i.failed, 0),
+       coalesce(i.cost, 0), coalesce(a.cost, 0) + coalesce(i.cost, 0)
+FROM (SELECT organization_id, sum(request_count)::bigint AS requests,
+             sum(error_count)::bigint AS errors, sum(cost) AS cost
+      FROM api_usage WHERE time_window >= $1 AND time_window < $2 AND organization_id <> ''
+      GROUP BY organization_id) a
+FULL JOIN (SELECT organization_id, count(*)::bigint AS analyses,
+                  count(*) FILTER (WHERE status = 'failed')::bigint AS failed,
+                  sum(api_cost) AS cost
+           FROM ai_analysis
+           WHERE created_at >= $1 AND created_at < $2 AND organization_id IS NOT NULL
+           GROUP BY organization_id) i
+  ON i.organization_id = a.organization_id
+ORDER BY coalesce(a.cost, 0) + coalesce(i.cost, 0) DESC, 1
+"""
+
+
+def ranking_workload(
+    rng: random.Random, count: int, lo: datetime, hi: datetime
+) -> tuple[list[Any], list[Any]]:
+    """``count`` analyses and calls in [lo, hi): 14 users (each in one organization, one
+    in none) and costs from three values, so that many users tie on cost and the ranking
+    falls back to user_id; some at exact hour and day boundaries."""
+    analyses, calls = [], []
+    span = int((hi - lo).total_seconds())
+    for i in range(count):
+        at = lo + timedelta(seconds=rng.randrange(span))
+        if i % 10 == 0:
+            at = at.replace(minute=0, second=0)  # on an hour (and sometimes a day) boundary
+        n = rng.randrange(15)
+        user = None if n == 14 else f"user-{n:02}"
+        org = None if n == 13 else ("org-a", "org-b", "org-c")[n % 3]
+        analyses.append(
+            analysis(at, user=user, org=org, cost=rng.choice(["0.01", "0.02", "0.05"]),
+                     tokens=(100, 50 * rng.randrange(1, 3)),
+                     status=rng.choice(["completed", "completed", "failed"]))
+        )  # fmt: skip
+        calls.append(
+            call(at, user=user, org=org, ok=rng.random() < 0.9, cost=rng.choice(["0", "0.0001"]))
+        )
+    return analyses, calls
+
+
+async def check_rankings_equal_plain_sql(conn: Any) -> None:
+    ranges = [
+        (NOW - DAY, NOW),
+        (NOW - 7 * DAY, NOW),
+        (NOW - 30 * DAY, NOW),
+        (NOW - 30 * DAY + timedelta(minutes=17), NOW - timedelta(hours=3, minutes=5)),
+        (D20 - 9 * DAY, D20),  # whole days only
+        (at(D21, 9, 0), at(D21, 9, 40)),  # inside one hour
+    ]
+    for p_from, p_to in ranges:
+        for limit, organization in ((10, None), (5, None), (1000, None), (3, "org-b")):
+            expected = await rows(conn, PLAIN_TOP_USERS, p_from, p_to, limit, organization)
+            got = await rows(
+                conn, "SELECT * FROM top_users_by_ai_cost($1, $2, $3, $4)",
+                p_from, p_to, limit, organization,
+            )  # fmt: skip
+            assert got == expected, (p_from, p_to, limit, organization)
+        assert await rows(
+            conn, "SELECT * FROM organization_usage_summary($1, $2)", p_from, p_to
+        ) == await rows(conn, PLAIN_ORGANIZATION_SUMMARY, p_from, p_to), (p_from, p_to)
+
+
+@pytest.mark.asyncio
+async def test_rankings_equal_the_plain_sql_with_ties_and_queued_hours(
+    pg: asyncpg.Connection,
+) -> None:
+    rng = random.Random(14)
+    first = NOW.replace(hour=0, minute=0) - 32 * DAY
+    for table in ("ai_analysis", "api_usage"):
+        for day in range(34):
+            await pg.execute("SELECT ensure_partition($1, $2, $3)", table, first + day * DAY, NOW)
+    await prepare(pg)
+    analyses, calls = ranking_workload(rng, 1500, first, NOW)
+    await write_analyses(pg, analyses)
+    await write_calls(pg, calls)
+    # Three big spenders with exactly the same analyses: tied in every range.
+    twins = [
+        analysis(first + timedelta(hours=5 + 24 * day, minutes=3), user=user, org=org,
+                 cost="0.50")
+        for day in range(32)
+        for user, org in (("user-20", "org-c"), ("user-21", "org-a"), ("user-22", "org-b"))
+    ]  # fmt: skip
+    await write_analyses(pg, twins)
+    ties = await pg.fetchval(
+        "SELECT count(*) FROM (SELECT count(*) OVER (PARTITION BY sum(api_cost)) AS n "
+        "FROM ai_analysis WHERE user_id IS NOT NULL GROUP BY user_id, organization_id) t "
+        "WHERE n > 1"
+    )
+    assert ties >= 3
+    await check_rankings_equal_plain_sql(pg)  # everything queued: base tables
+
+    await refresh_rollups(pg, now=NOW)
+    assert await pg.fetchval("SELECT count(*) FROM rollup_pending") == 0
+    await check_rankings_equal_plain_sql(pg)  # rollups only
+    levels = await rows(
+        pg, "SELECT DISTINCT granularity FROM ai_user_facts($1, $2) ORDER BY 1",
+        NOW - 30 * DAY + timedelta(minutes=17), NOW,
+    )  # fmt: skip
+    assert levels == [("day",), ("event",), ("hour",)]
+
+    # Late and current events: their hours (and days) queued, the rest from the rollups.
+    for lo in (NOW - 20 * DAY, NOW - 6 * DAY, NOW - timedelta(minutes=40)):
+        late, late_calls = ranking_workload(rng, 40, lo, lo + timedelta(minutes=30))
+        await write_analyses(pg, late)
+        await write_calls(pg, late_calls)
+    assert await pg.fetchval("SELECT count(*) FROM rollup_pending") > 0
+    await check_rankings_equal_plain_sql(pg)
+    await refresh_rollups(pg, now=NOW)
+    await check_rankings_equal_plain_sql(pg)

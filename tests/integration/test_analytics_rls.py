@@ -30,7 +30,8 @@ TABLES = [
     "api_usage", "ai_analysis", "api_usage_daily", "api_usage_summary_hourly",
     "api_usage_summary_daily", "ai_analysis_hourly", "ai_analysis_daily",
     "ai_analysis_summary_hourly", "ai_analysis_summary_daily", "api_usage_hourly_stats",
-    "api_usage_daily_stats", "ai_analysis_daily_stats",
+    "api_usage_daily_stats", "ai_analysis_daily_stats", "ai_analysis_user_hourly",
+    "ai_analysis_user_daily",
 ]  # fmt: skip
 
 # Every documented function, called for both organizations' whole range: the organization
@@ -38,6 +39,7 @@ TABLES = [
 FUNCTIONS = [
     "SELECT organization_id FROM ai_usage_facts($1, $2)",
     "SELECT organization_id FROM ai_usage_summary_facts($1, $2)",
+    "SELECT organization_id FROM ai_user_facts($1, $2)",
     "SELECT organization_id FROM api_usage_facts($1, $2)",
     "SELECT organization_id FROM api_usage_summary_facts($1, $2)",
     "SELECT organization_id FROM top_users_by_ai_cost($1, $2, 100)",

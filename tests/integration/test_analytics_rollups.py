@@ -202,6 +202,18 @@ ROLLUPS = {
         f"SELECT {_DAY.format('created_at')}, organization_id, model_type, {_AI_FROM_RAW} "
         "FROM ai_analysis GROUP BY 1, 2, 3",
     ),
+    "ai_analysis_user_hourly": (
+        "SELECT time_window, organization_id, user_id, sum(analyses), sum(tokens_used), "
+        "sum(cost) FROM ai_analysis_user_hourly GROUP BY 1, 2, 3",
+        f"SELECT {_HOUR.format('created_at')}, organization_id, user_id, count(*), "
+        "sum(tokens_used), sum(api_cost) FROM ai_analysis GROUP BY 1, 2, 3",
+    ),
+    "ai_analysis_user_daily": (
+        "SELECT time_window, organization_id, user_id, sum(analyses), sum(tokens_used), "
+        "sum(cost) FROM ai_analysis_user_daily GROUP BY 1, 2, 3",
+        f"SELECT {_DAY.format('created_at')}, organization_id, user_id, count(*), "
+        "sum(tokens_used), sum(api_cost) FROM ai_analysis GROUP BY 1, 2, 3",
+    ),
 }
 
 

@@ -453,7 +453,10 @@ async def test_migrations_applied_and_rolled_back_are_audited(
         await runner.up()
         applied = [r["entity_id"] for r in await audit_rows(conn, "migration.applied")]
         # Recorded from 0009 on: the earlier ones ran before the audit trail existed.
-        assert applied == ["0009_monitoring_tables", "0010_monitoring_grants", "9990_probe"]
+        assert applied == [
+            "0009_monitoring_tables", "0010_monitoring_grants", "0011_user_cost_rollups",
+            "9990_probe",
+        ]  # fmt: skip
         [row] = await audit_rows(conn, "migration.applied", "9990_probe")
         assert row["entity_type"] == "migration" and row["actor_type"] == "system"
         assert json.loads(row["after"]) == {"version": 9990, "checksum": probe.checksum}
@@ -461,7 +464,7 @@ async def test_migrations_applied_and_rolled_back_are_audited(
         await runner.down()
         [row] = await audit_rows(conn, "migration.rolled_back", "9990_probe")
         assert json.loads(row["after"]) == {"version": 9990, "checksum": probe.checksum}
-        # Rolling back 0009 (after 0010) takes the audit trail with it, and the runner copes.
+        # Rolling back 0009 (after the later ones) takes the audit trail with it; the runner copes.
         await runner.down(to=8)
         assert await conn.fetchval("SELECT to_regclass('audit_trail')") is None
         assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == 8
@@ -822,7 +825,7 @@ async def test_up_down_up_restores_0008_exactly(fresh_database: DatabaseConfig) 
         first = await snapshot(conn)
         assert any("audit_trail" in line for line in first)
         for _ in range(2):
-            assert [m.version for m in await runner.down(to=8)] == [10, 9]
+            assert [m.version for m in await runner.down(to=8)] == [11, 10, 9]
             assert await snapshot(conn) == at_8
             await runner.up()
             assert await snapshot(conn) == first

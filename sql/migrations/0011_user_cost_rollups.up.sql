@@ -1,0 +1,211 @@
+-- 0011 per-user AI cost rollups, for rankings across every organization.
+--
+-- top_users_by_ai_cost ranks every user of the range. On the detail rollups
+-- (ai_analysis_daily/hourly: per organization, user, model, version and region) a month of
+-- every organization is ~1,000,000 rows to aggregate, which took 841 ms at the analyst
+-- benchmark's size (10M analyses, 90 days). Ranking users needs none of the model,
+-- version and region dimensions, so these two rollups keep only (organization, user) and
+-- the three measures the ranking returns:
+--
+--     ai_analysis_user_hourly   per UTC hour, organization and user   (90 days)
+--     ai_analysis_user_daily    per UTC day, organization and user    (25 months)
+--
+-- They are exact sums of ai_analysis_hourly, maintained by the same rollup job from the
+-- same queue (pipeline/maintenance/rollup_plan.py: hourly from ai_analysis_hourly, daily
+-- from ai_analysis_user_hourly), and read by ai_user_facts with the same exactness rule as
+-- ai_usage_facts: whole days from the daily rollup, other whole hours from the hourly
+-- one, partial hours and every hour still queued in rollup_pending (and the days holding
+-- them) from one level down, so an answer is exact before the job has run.
+--
+-- Why not prefix (cumulative) sums: they would make any range two lookups per user, but a
+-- late event would rewrite every later cumulative row of its user (up to 25 months), the
+-- refresh would no longer recompute a unit from the level below alone, and the queued
+-- hours would still need per-user corrections; the plain rollup keeps the job's model
+-- (recompute whole units) and removes most of the rows, which is where the time went.
+
+CREATE TABLE ai_analysis_user_hourly (
+    time_window     timestamptz    NOT NULL,
+    organization_id text,
+    user_id         text,
+    analyses        bigint         NOT NULL,
+    tokens_used     bigint         NOT NULL,
+    cost            numeric(20, 8) NOT NULL,  -- sum of api_cost, USD
+    CONSTRAINT ai_analysis_user_hourly_grain UNIQUE NULLS NOT DISTINCT
+        (time_window, organization_id, user_id),
+    CONSTRAINT ai_analysis_user_hourly_hour
+        CHECK (time_window = date_trunc('hour', time_window, 'UTC'))
+) PARTITION BY RANGE (time_window);
+
+COMMENT ON TABLE ai_analysis_user_hourly IS
+    'ai_analysis summed per UTC hour, organization and user (analyses, tokens, cost). '
+    'Monthly partitions kept 90 days like the raw rows; refreshed by the rollup job.';
+
+-- "Organization O's users" and row-level-security-filtered reads. Ranges over every
+-- organization use the grain's unique index (time_window first).
+CREATE INDEX ai_analysis_user_hourly_org_time
+    ON ai_analysis_user_hourly (organization_id, time_window);
+
+CREATE TABLE ai_analysis_user_daily (
+    LIKE ai_analysis_user_hourly INCLUDING DEFAULTS,
+    CONSTRAINT ai_analysis_user_daily_grain UNIQUE NULLS NOT DISTINCT
+        (time_window, organization_id, user_id),
+    CONSTRAINT ai_analysis_user_daily_day
+        CHECK (time_window = date_trunc('day', time_window, 'UTC'))
+) PARTITION BY RANGE (time_window);
+
+COMMENT ON TABLE ai_analysis_user_daily IS
+    'ai_analysis summed per UTC day, organization and user (analyses, tokens, cost). '
+    'Monthly partitions kept 25 months; refreshed by the rollup job.';
+
+CREATE INDEX ai_analysis_user_daily_org_time
+    ON ai_analysis_user_daily (organization_id, time_window);
+
+INSERT INTO partition_policies
+    (parent_table, partition_column, granularity, premake, lookback, retention)
+VALUES
+    ('ai_analysis_user_hourly', 'time_window', 'month', 1, 1, interval '90 days'),
+    ('ai_analysis_user_daily',  'time_window', 'month', 2, 1, interval '25 months');
+
+-- Existing data: build both from ai_analysis_hourly (hours still queued are rebuilt by the
+-- next refresh like every other rollup, and read from the raw rows until then).
+-- Partitions for the months ai_analysis_hourly covers (the rollup job creates the others
+-- as it needs them, like for every rollup).
+SELECT ensure_partition(t.name, m.month)
+FROM (VALUES ('ai_analysis_user_hourly'), ('ai_analysis_user_daily')) AS t(name)
+CROSS JOIN (SELECT DISTINCT date_trunc('month', h.time_window, 'UTC') AS month
+            FROM ai_analysis_hourly h) m;
+
+INSERT INTO ai_analysis_user_hourly
+    (time_window, organization_id, user_id, analyses, tokens_used, cost)
+SELECT h.time_window, h.organization_id, h.user_id, sum(h.analyses), sum(h.tokens_used),
+       sum(h.cost)
+FROM ai_analysis_hourly h
+GROUP BY h.time_window, h.organization_id, h.user_id;
+
+INSERT INTO ai_analysis_user_daily
+    (time_window, organization_id, user_id, analyses, tokens_used, cost)
+SELECT date_trunc('day', h.time_window, 'UTC'), h.organization_id, h.user_id,
+       sum(h.analyses), sum(h.tokens_used), sum(h.cost)
+FROM ai_analysis_user_hourly h
+GROUP BY 1, h.organization_id, h.user_id;
+
+-- AI analyses, tokens and cost of [p_from, p_to) per organization and user: exactly what
+-- aggregating ai_analysis over the range gives, from ai_analysis_user_daily for whole UTC
+-- days none of whose hours is queued, ai_analysis_user_hourly for the other whole hours
+-- not queued, and the raw rows for partial hours and queued hours (same split and
+-- exactness rule as ai_usage_facts in 0005).
+CREATE FUNCTION ai_user_facts(p_from timestamptz, p_to timestamptz)
+RETURNS TABLE (time_window timestamptz, granularity text, organization_id text,
+               user_id text, analyses bigint, tokens_used bigint, cost numeric)
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    -- Whole days none of whose hours is queued: the daily rollup.
+    SELECT d.time_window, 'day', d.organization_id, d.user_id, d.analyses, d.tokens_used,
+           d.cost
+    FROM ai_analysis_user_daily d
+    WHERE d.time_window >= rollup_day_lo(p_from, p_to)
+      AND d.time_window < rollup_day_hi(p_from, p_to)
+      AND d.time_window NOT IN (SELECT date_trunc('day', q.unit_start, 'UTC')
+                                FROM rollup_pending q WHERE q.source = 'ai_analysis')
+    UNION ALL
+    -- Whole hours before the first whole day, not queued: the hourly rollup.
+    SELECT h.time_window, 'hour', h.organization_id, h.user_id, h.analyses, h.tokens_used,
+           h.cost
+    FROM ai_analysis_user_hourly h
+    WHERE h.time_window >= rollup_hour_lo(p_from, p_to)
+      AND h.time_window < rollup_day_lo(p_from, p_to)
+      AND h.time_window NOT IN (SELECT q.unit_start FROM rollup_pending q
+                                WHERE q.source = 'ai_analysis')
+    UNION ALL
+    -- Whole hours after the last whole day, not queued: the hourly rollup.
+    SELECT h.time_window, 'hour', h.organization_id, h.user_id, h.analyses, h.tokens_used,
+           h.cost
+    FROM ai_analysis_user_hourly h
+    WHERE h.time_window >= rollup_day_hi(p_from, p_to)
+      AND h.time_window < rollup_hour_hi(p_from, p_to)
+      AND h.time_window NOT IN (SELECT q.unit_start FROM rollup_pending q
+                                WHERE q.source = 'ai_analysis')
+    UNION ALL
+    -- The hours, not queued themselves, of whole days that have a queued hour.
+    SELECT h.time_window, 'hour', h.organization_id, h.user_id, h.analyses, h.tokens_used,
+           h.cost
+    FROM ai_analysis_user_hourly h
+    WHERE h.time_window = ANY (ARRAY(
+            SELECT generate_series(s.day, s.day + interval '23 hours', interval '1 hour')
+            FROM (SELECT DISTINCT date_trunc('day', q.unit_start, 'UTC') AS day
+                  FROM rollup_pending q WHERE q.source = 'ai_analysis') s
+            WHERE s.day >= rollup_day_lo(p_from, p_to)
+              AND s.day < rollup_day_hi(p_from, p_to)))
+      AND h.time_window >= rollup_day_lo(p_from, p_to)
+      AND h.time_window < rollup_day_hi(p_from, p_to)
+      AND h.time_window NOT IN (SELECT q.unit_start FROM rollup_pending q
+                                WHERE q.source = 'ai_analysis')
+    UNION ALL
+    -- The partial hours at the start and at the end of the range: raw rows.
+    SELECT a.time_window, 'event', a.organization_id, a.user_id, a.analyses, a.tokens_used,
+           a.cost
+    FROM ai_analysis_as_facts(p_from, rollup_hour_lo(p_from, p_to)) a
+    UNION ALL
+    SELECT a.time_window, 'event', a.organization_id, a.user_id, a.analyses, a.tokens_used,
+           a.cost
+    FROM ai_analysis_as_facts(rollup_hour_hi(p_from, p_to), p_to) a
+    UNION ALL
+    -- Queued whole hours: raw rows, one index range scan per hour.
+    SELECT a.time_window, 'event', a.organization_id, a.user_id, a.analyses, a.tokens_used,
+           a.cost
+    FROM (SELECT DISTINCT q.unit_start AS hour FROM rollup_pending q
+          WHERE q.source = 'ai_analysis'
+            AND q.unit_start >= rollup_hour_lo(p_from, p_to)
+            AND q.unit_start < rollup_hour_hi(p_from, p_to)) s
+    CROSS JOIN LATERAL ai_analysis_as_facts(s.hour, s.hour + interval '1 hour') a
+    WHERE a.time_window >= rollup_hour_lo(p_from, p_to)
+      AND a.time_window < rollup_hour_hi(p_from, p_to)
+$$;
+
+COMMENT ON FUNCTION ai_user_facts(timestamptz, timestamptz) IS
+    'AI analyses, tokens and cost of [p_from, p_to) per organization and user, from the '
+    'cheapest exact source (daily, hourly user rollup or raw rows).';
+
+-- Same signature, result and order as in 0005; only the source changes.
+CREATE OR REPLACE FUNCTION top_users_by_ai_cost(p_from timestamptz, p_to timestamptz,
+                                                p_limit integer DEFAULT 10,
+                                                p_organization_id text DEFAULT NULL)
+RETURNS TABLE (user_id text, organization_id text, analyses bigint, tokens_used bigint,
+               cost_usd numeric)
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT f.user_id, f.organization_id, sum(f.analyses)::bigint, sum(f.tokens_used)::bigint,
+           sum(f.cost)
+    FROM ai_user_facts(p_from, p_to) f
+    WHERE f.user_id IS NOT NULL
+      AND (p_organization_id IS NULL OR f.organization_id = p_organization_id)
+    GROUP BY f.user_id, f.organization_id
+    ORDER BY sum(f.cost) DESC, f.user_id
+    LIMIT p_limit
+$$;
+
+-- Ownership, grants and row-level security like the other rollups (0006).
+ALTER TABLE ai_analysis_user_hourly OWNER TO pipeline_migrator;
+ALTER TABLE ai_analysis_user_daily OWNER TO pipeline_migrator;
+ALTER FUNCTION ai_user_facts(timestamptz, timestamptz) OWNER TO pipeline_migrator;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ai_analysis_user_hourly, ai_analysis_user_daily
+    TO pipeline_writer;
+GRANT SELECT ON ai_analysis_user_hourly, ai_analysis_user_daily
+    TO pipeline_analyst, pipeline_analyst_all;
+
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['ai_analysis_user_hourly', 'ai_analysis_user_daily'] LOOP
+        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('CREATE POLICY writer_all ON %I FOR ALL TO pipeline_writer '
+                       'USING (true) WITH CHECK (true)', t);
+        EXECUTE format('CREATE POLICY analyst_all_organizations ON %I FOR SELECT '
+                       'TO pipeline_analyst_all USING (true)', t);
+        EXECUTE format('CREATE POLICY analyst_own_organization ON %I FOR SELECT '
+                       'TO pipeline_analyst '
+                       'USING (organization_id = (SELECT analyst_organization()))', t);
+    END LOOP;
+END
+$$;
