@@ -119,6 +119,26 @@ def _hourly_from_analyses() -> Step:
     )
 
 
+def _monthly(table: str, source: str, keys: tuple[str, ...], measures: tuple[str, ...]) -> Step:
+    """``table``'s months (``time_window`` = the UTC month's start) holding the batch's days,
+    from the daily rows of ``source``: the whole month is recomputed, so the result does
+    not depend on which of its days the batch holds."""
+    months = (
+        "ARRAY(SELECT DISTINCT date_trunc('month', d, 'UTC') FROM unnest($1::timestamptz[]) AS d)"
+    )
+    key_list = ", ".join(f"u.{k}" for k in keys)
+    fresh = f"""
+        SELECT m.month AS time_window, {key_list}, {_sums("u", measures)}
+        FROM unnest({months}) AS m(month)
+        JOIN {source} u
+          ON u.time_window >= m.month AND u.time_window < m.month + interval '1 month'
+        GROUP BY m.month, {key_list}"""
+    statement = _replace(table, keys, measures, fresh).replace(
+        "r.time_window = ANY($1::timestamptz[])", f"r.time_window = ANY({months})"
+    )
+    return Step(table, statement, "days")
+
+
 PLAN: dict[str, tuple[Step, ...]] = {
     "api_usage": (
         _daily("api_usage_daily", "api_usage", API_DETAIL, API_MEASURES),
@@ -132,5 +152,6 @@ PLAN: dict[str, tuple[Step, ...]] = {
         _daily("ai_analysis_summary_daily", "ai_analysis_summary_hourly", AI_SUMMARY, AI_MEASURES),
         _hourly("ai_analysis_user_hourly", "ai_analysis_hourly", AI_USER, AI_USER_MEASURES),
         _daily("ai_analysis_user_daily", "ai_analysis_user_hourly", AI_USER, AI_USER_MEASURES),
+        _monthly("ai_analysis_user_monthly", "ai_analysis_user_daily", AI_USER, AI_USER_MEASURES),
     ),
 }

@@ -18,6 +18,8 @@ $$;
 
 DROP FUNCTION ai_user_facts(timestamptz, timestamptz);
 DELETE FROM partition_policies
-WHERE parent_table IN ('ai_analysis_user_hourly', 'ai_analysis_user_daily');
+WHERE parent_table IN ('ai_analysis_user_hourly', 'ai_analysis_user_daily',
+                       'ai_analysis_user_monthly');
+DROP TABLE ai_analysis_user_monthly;
 DROP TABLE ai_analysis_user_daily;
 DROP TABLE ai_analysis_user_hourly;

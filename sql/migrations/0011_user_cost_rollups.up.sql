@@ -9,10 +9,12 @@
 --
 --     ai_analysis_user_hourly   per UTC hour, organization and user   (90 days)
 --     ai_analysis_user_daily    per UTC day, organization and user    (25 months)
+--     ai_analysis_user_monthly  per UTC month, organization and user  (25 months)
 --
 -- They are exact sums of ai_analysis_hourly, maintained by the same rollup job from the
 -- same queue (pipeline/maintenance/rollup_plan.py: hourly from ai_analysis_hourly, daily
--- from ai_analysis_user_hourly), and read by ai_user_facts with the same exactness rule as
+-- from ai_analysis_user_hourly, monthly from ai_analysis_user_daily), and read by
+-- ai_user_facts with the same exactness rule as
 -- ai_usage_facts: whole days from the daily rollup, other whole hours from the hourly
 -- one, partial hours and every hour still queued in rollup_pending (and the days holding
 -- them) from one level down, so an answer is exact before the job has run.
@@ -60,18 +62,45 @@ COMMENT ON TABLE ai_analysis_user_daily IS
 CREATE INDEX ai_analysis_user_daily_org_time
     ON ai_analysis_user_daily (organization_id, time_window);
 
+-- "User U over a period": top_users_by_ai_cost's exact sums of its few candidates.
+CREATE INDEX ai_analysis_user_hourly_user_time
+    ON ai_analysis_user_hourly (user_id, time_window);
+CREATE INDEX ai_analysis_user_daily_user_time
+    ON ai_analysis_user_daily (user_id, time_window);
+
+-- Per UTC month: one row per user and month, so that an upper bound of every user's cost
+-- over any range of up to a month or two is two or three rows per user (see
+-- top_users_by_ai_cost). Recomputed whole from ai_analysis_user_daily for every month the
+-- job touches.
+CREATE TABLE ai_analysis_user_monthly (
+    LIKE ai_analysis_user_hourly INCLUDING DEFAULTS,
+    CONSTRAINT ai_analysis_user_monthly_grain UNIQUE NULLS NOT DISTINCT
+        (time_window, organization_id, user_id),
+    CONSTRAINT ai_analysis_user_monthly_month
+        CHECK (time_window = date_trunc('month', time_window, 'UTC'))
+) PARTITION BY RANGE (time_window);
+
+COMMENT ON TABLE ai_analysis_user_monthly IS
+    'ai_analysis summed per UTC month, organization and user (analyses, tokens, cost). '
+    'Monthly partitions kept 25 months; refreshed by the rollup job.';
+
+CREATE INDEX ai_analysis_user_monthly_org_time
+    ON ai_analysis_user_monthly (organization_id, time_window);
+
 INSERT INTO partition_policies
     (parent_table, partition_column, granularity, premake, lookback, retention)
 VALUES
     ('ai_analysis_user_hourly', 'time_window', 'month', 1, 1, interval '90 days'),
-    ('ai_analysis_user_daily',  'time_window', 'month', 2, 1, interval '25 months');
+    ('ai_analysis_user_daily',  'time_window', 'month', 2, 1, interval '25 months'),
+    ('ai_analysis_user_monthly', 'time_window', 'month', 2, 1, interval '25 months');
 
 -- Existing data: build both from ai_analysis_hourly (hours still queued are rebuilt by the
 -- next refresh like every other rollup, and read from the raw rows until then).
 -- Partitions for the months ai_analysis_hourly covers (the rollup job creates the others
 -- as it needs them, like for every rollup).
 SELECT ensure_partition(t.name, m.month)
-FROM (VALUES ('ai_analysis_user_hourly'), ('ai_analysis_user_daily')) AS t(name)
+FROM (VALUES ('ai_analysis_user_hourly'), ('ai_analysis_user_daily'),
+             ('ai_analysis_user_monthly')) AS t(name)
 CROSS JOIN (SELECT DISTINCT date_trunc('month', h.time_window, 'UTC') AS month
             FROM ai_analysis_hourly h) m;
 
@@ -88,6 +117,13 @@ SELECT date_trunc('day', h.time_window, 'UTC'), h.organization_id, h.user_id,
        sum(h.analyses), sum(h.tokens_used), sum(h.cost)
 FROM ai_analysis_user_hourly h
 GROUP BY 1, h.organization_id, h.user_id;
+
+INSERT INTO ai_analysis_user_monthly
+    (time_window, organization_id, user_id, analyses, tokens_used, cost)
+SELECT date_trunc('month', d.time_window, 'UTC'), d.organization_id, d.user_id,
+       sum(d.analyses), sum(d.tokens_used), sum(d.cost)
+FROM ai_analysis_user_daily d
+GROUP BY 1, d.organization_id, d.user_id;
 
 -- AI analyses, tokens and cost of [p_from, p_to) per organization and user: exactly what
 -- aggregating ai_analysis over the range gives, from ai_analysis_user_daily for whole UTC
@@ -166,7 +202,25 @@ COMMENT ON FUNCTION ai_user_facts(timestamptz, timestamptz) IS
     'AI analyses, tokens and cost of [p_from, p_to) per organization and user, from the '
     'cheapest exact source (daily, hourly user rollup or raw rows).';
 
--- Same signature, result and order as in 0005; only the source changes.
+-- Same signature, result and order as in 0005, computed without summing every user.
+--
+-- Summing every user's rows of the range is what cost 0.1-0.8 s; exact top-k ranking does
+-- not need it. Costs are never negative (ai_analysis.api_cost >= 0), so a user's cost over
+-- the whole UTC months the range touches is an upper bound of its cost over the range:
+--   bound(u) = its ai_analysis_user_monthly rows of those months (2-3 rows per user)
+--            + its raw analyses in the range's hours still queued in rollup_pending
+-- (a rollup row is exact for every hour that is not queued and, costs being >= 0, never
+-- counts less than it should for the hours that are: only inserted rows can be missing,
+-- and they are in queued hours, counted raw). Then:
+--   1. t = the p_limit-th best exact cost among the p_limit users with the highest bounds
+--      (0 when there are fewer users): at least p_limit users cost t or more;
+--   2. any user whose bound is below t costs less than p_limit others, so the top p_limit
+--      are among the users with bound >= t, whose exact costs (ai_user_facts, per user by
+--      index) are summed and ranked as before.
+-- The result is exactly the plain SQL's (tested, with ties). How many users step 2 sums
+-- depends on the data: with this workload's skewed users a few dozen for 24 hours to 30
+-- days; in the worst case (uniform users, a range of a few hours at the start of a month)
+-- all of them, which is the old cost.
 CREATE OR REPLACE FUNCTION top_users_by_ai_cost(p_from timestamptz, p_to timestamptz,
                                                 p_limit integer DEFAULT 10,
                                                 p_organization_id text DEFAULT NULL)
@@ -174,30 +228,68 @@ RETURNS TABLE (user_id text, organization_id text, analyses bigint, tokens_used 
                cost_usd numeric)
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT f.user_id, f.organization_id, sum(f.analyses)::bigint, sum(f.tokens_used)::bigint,
-           sum(f.cost)
-    FROM ai_user_facts(p_from, p_to) f
-    WHERE f.user_id IS NOT NULL
-      AND (p_organization_id IS NULL OR f.organization_id = p_organization_id)
-    GROUP BY f.user_id, f.organization_id
-    ORDER BY sum(f.cost) DESC, f.user_id
+    WITH bound AS MATERIALIZED (
+        SELECT b.organization_id, b.user_id, sum(b.cost) AS cost
+        FROM (
+            SELECT m.organization_id, m.user_id, m.cost
+            FROM ai_analysis_user_monthly m
+            WHERE m.time_window >= date_trunc('month', p_from, 'UTC')
+              AND m.time_window < p_to
+            UNION ALL
+            SELECT a.organization_id, a.user_id, a.api_cost
+            FROM (SELECT DISTINCT q.unit_start AS hour FROM rollup_pending q
+                  WHERE q.source = 'ai_analysis'
+                    AND q.unit_start >= date_trunc('hour', p_from, 'UTC')
+                    AND q.unit_start < p_to) s
+            CROSS JOIN LATERAL (
+                SELECT r.organization_id, r.user_id, r.api_cost FROM ai_analysis r
+                WHERE r.created_at >= s.hour AND r.created_at < s.hour + interval '1 hour'
+                  AND r.created_at >= p_from AND r.created_at < p_to) a
+        ) b
+        WHERE b.user_id IS NOT NULL
+          AND (p_organization_id IS NULL OR b.organization_id = p_organization_id)
+        GROUP BY b.organization_id, b.user_id
+    ), probe AS MATERIALIZED (
+        SELECT coalesce(e.cost, 0) AS cost
+        FROM (SELECT * FROM bound ORDER BY bound.cost DESC, bound.user_id LIMIT p_limit) b
+        CROSS JOIN LATERAL (
+            SELECT sum(f.cost) AS cost FROM ai_user_facts(p_from, p_to) f
+            WHERE f.user_id = b.user_id
+              AND f.organization_id IS NOT DISTINCT FROM b.organization_id) e
+    ), threshold AS (
+        SELECT CASE WHEN count(*) < p_limit THEN 0 ELSE min(probe.cost) END AS t FROM probe
+    )
+    SELECT b.user_id, b.organization_id, e.analyses, e.tokens_used, e.cost
+    FROM bound b
+    CROSS JOIN LATERAL (
+        SELECT sum(f.analyses)::bigint AS analyses, sum(f.tokens_used)::bigint AS tokens_used,
+               sum(f.cost) AS cost
+        FROM ai_user_facts(p_from, p_to) f
+        WHERE f.user_id = b.user_id
+          AND f.organization_id IS NOT DISTINCT FROM b.organization_id) e
+    WHERE b.cost >= (SELECT threshold.t FROM threshold)
+      AND e.analyses IS NOT NULL
+    ORDER BY e.cost DESC, b.user_id
     LIMIT p_limit
 $$;
 
 -- Ownership, grants and row-level security like the other rollups (0006).
 ALTER TABLE ai_analysis_user_hourly OWNER TO pipeline_migrator;
 ALTER TABLE ai_analysis_user_daily OWNER TO pipeline_migrator;
+ALTER TABLE ai_analysis_user_monthly OWNER TO pipeline_migrator;
 ALTER FUNCTION ai_user_facts(timestamptz, timestamptz) OWNER TO pipeline_migrator;
-GRANT SELECT, INSERT, UPDATE, DELETE ON ai_analysis_user_hourly, ai_analysis_user_daily
+GRANT SELECT, INSERT, UPDATE, DELETE
+    ON ai_analysis_user_hourly, ai_analysis_user_daily, ai_analysis_user_monthly
     TO pipeline_writer;
-GRANT SELECT ON ai_analysis_user_hourly, ai_analysis_user_daily
+GRANT SELECT ON ai_analysis_user_hourly, ai_analysis_user_daily, ai_analysis_user_monthly
     TO pipeline_analyst, pipeline_analyst_all;
 
 DO $$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['ai_analysis_user_hourly', 'ai_analysis_user_daily'] LOOP
+    FOREACH t IN ARRAY ARRAY['ai_analysis_user_hourly', 'ai_analysis_user_daily',
+                             'ai_analysis_user_monthly'] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY writer_all ON %I FOR ALL TO pipeline_writer '
                        'USING (true) WITH CHECK (true)', t);

@@ -31,7 +31,7 @@ TABLES = [
     "api_usage_summary_daily", "ai_analysis_hourly", "ai_analysis_daily",
     "ai_analysis_summary_hourly", "ai_analysis_summary_daily", "api_usage_hourly_stats",
     "api_usage_daily_stats", "ai_analysis_daily_stats", "ai_analysis_user_hourly",
-    "ai_analysis_user_daily",
+    "ai_analysis_user_daily", "ai_analysis_user_monthly",
 ]  # fmt: skip
 
 # Every documented function, called for both organizations' whole range: the organization

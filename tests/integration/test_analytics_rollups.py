@@ -214,6 +214,12 @@ ROLLUPS = {
         f"SELECT {_DAY.format('created_at')}, organization_id, user_id, count(*), "
         "sum(tokens_used), sum(api_cost) FROM ai_analysis GROUP BY 1, 2, 3",
     ),
+    "ai_analysis_user_monthly": (
+        "SELECT time_window, organization_id, user_id, sum(analyses), sum(tokens_used), "
+        "sum(cost) FROM ai_analysis_user_monthly GROUP BY 1, 2, 3",
+        "SELECT date_trunc('month', created_at, 'UTC'), organization_id, user_id, count(*), "
+        "sum(tokens_used), sum(api_cost) FROM ai_analysis GROUP BY 1, 2, 3",
+    ),
 }
 
 
