@@ -33,6 +33,10 @@ AI_SUMMARY = ("organization_id", "model_type")
 AI_USER = ("organization_id", "user_id")
 # What the per-user rollups (migration 0011) keep: enough to rank users by AI cost.
 AI_USER_MEASURES = ("analyses", "tokens_used", "cost")
+# What the per-organization rollups (migration 0011) keep: organization_usage_summary's.
+ORG = ("organization_id",)
+API_ORG_MEASURES = ("request_count", "error_count", "cost")
+AI_ORG_MEASURES = ("analyses", "failed_count", "cost")
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,8 @@ PLAN: dict[str, tuple[Step, ...]] = {
         _daily("api_usage_daily", "api_usage", API_DETAIL, API_MEASURES),
         _hourly("api_usage_summary_hourly", "api_usage", API_SUMMARY, API_MEASURES),
         _daily("api_usage_summary_daily", "api_usage_summary_hourly", API_SUMMARY, API_MEASURES),
+        _hourly("api_usage_org_hourly", "api_usage_summary_hourly", ORG, API_ORG_MEASURES),
+        _daily("api_usage_org_daily", "api_usage_org_hourly", ORG, API_ORG_MEASURES),
     ),
     "ai_analysis": (
         _hourly_from_analyses(),
@@ -153,5 +159,7 @@ PLAN: dict[str, tuple[Step, ...]] = {
         _hourly("ai_analysis_user_hourly", "ai_analysis_hourly", AI_USER, AI_USER_MEASURES),
         _daily("ai_analysis_user_daily", "ai_analysis_user_hourly", AI_USER, AI_USER_MEASURES),
         _monthly("ai_analysis_user_monthly", "ai_analysis_user_daily", AI_USER, AI_USER_MEASURES),
+        _hourly("ai_analysis_org_hourly", "ai_analysis_summary_hourly", ORG, AI_ORG_MEASURES),
+        _daily("ai_analysis_org_daily", "ai_analysis_org_hourly", ORG, AI_ORG_MEASURES),
     ),
 }

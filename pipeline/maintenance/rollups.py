@@ -2,11 +2,15 @@
 their base tables, incrementally.
 
 - from api_usage: ``api_usage_daily`` (per day and user), ``api_usage_summary_hourly`` and
-  ``api_usage_summary_daily`` (per hour/day, organization and service);
+  ``api_usage_summary_daily`` (per hour/day, organization and service),
+  ``api_usage_org_hourly`` and ``api_usage_org_daily`` (per hour/day and organization:
+  migration 0011);
 - from ai_analysis: ``ai_analysis_hourly`` and ``ai_analysis_daily`` (per hour/day, user,
   model, version, region), ``ai_analysis_summary_hourly`` and ``ai_analysis_summary_daily``
   (per hour/day, organization and model), ``ai_analysis_user_hourly`` and
-  ``ai_analysis_user_daily`` (per hour/day, organization and user: migration 0011).
+  ``ai_analysis_user_daily``, ``ai_analysis_user_monthly`` (per hour/day/month,
+  organization and user), ``ai_analysis_org_hourly`` and ``ai_analysis_org_daily`` (per
+  hour/day and organization): migration 0011.
 
 Call :func:`refresh_rollups` on one connection (outside any transaction) from a single
 place at a time, e.g. the workers' leader-only maintenance timer; concurrent calls are safe

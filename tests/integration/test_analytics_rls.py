@@ -31,7 +31,8 @@ TABLES = [
     "api_usage_summary_daily", "ai_analysis_hourly", "ai_analysis_daily",
     "ai_analysis_summary_hourly", "ai_analysis_summary_daily", "api_usage_hourly_stats",
     "api_usage_daily_stats", "ai_analysis_daily_stats", "ai_analysis_user_hourly",
-    "ai_analysis_user_daily", "ai_analysis_user_monthly",
+    "ai_analysis_user_daily", "ai_analysis_user_monthly", "api_usage_org_hourly",
+    "api_usage_org_daily", "ai_analysis_org_hourly", "ai_analysis_org_daily",
 ]  # fmt: skip
 
 # Every documented function, called for both organizations' whole range: the organization
@@ -40,6 +41,8 @@ FUNCTIONS = [
     "SELECT organization_id FROM ai_usage_facts($1, $2)",
     "SELECT organization_id FROM ai_usage_summary_facts($1, $2)",
     "SELECT organization_id FROM ai_user_facts($1, $2)",
+    "SELECT organization_id FROM api_org_facts($1, $2)",
+    "SELECT organization_id FROM ai_org_facts($1, $2)",
     "SELECT organization_id FROM api_usage_facts($1, $2)",
     "SELECT organization_id FROM api_usage_summary_facts($1, $2)",
     "SELECT organization_id FROM top_users_by_ai_cost($1, $2, 100)",

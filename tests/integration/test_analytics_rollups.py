@@ -220,6 +220,30 @@ ROLLUPS = {
         "SELECT date_trunc('month', created_at, 'UTC'), organization_id, user_id, count(*), "
         "sum(tokens_used), sum(api_cost) FROM ai_analysis GROUP BY 1, 2, 3",
     ),
+    "api_usage_org_hourly": (
+        "SELECT time_window, organization_id, sum(request_count), sum(error_count), sum(cost) "
+        "FROM api_usage_org_hourly GROUP BY 1, 2",
+        "SELECT time_window, organization_id, sum(request_count), sum(error_count), sum(cost) "
+        "FROM api_usage GROUP BY 1, 2",
+    ),
+    "api_usage_org_daily": (
+        "SELECT time_window, organization_id, sum(request_count), sum(error_count), sum(cost) "
+        "FROM api_usage_org_daily GROUP BY 1, 2",
+        f"SELECT {_DAY.format('time_window')}, organization_id, sum(request_count), "
+        "sum(error_count), sum(cost) FROM api_usage GROUP BY 1, 2",
+    ),
+    "ai_analysis_org_hourly": (
+        "SELECT time_window, organization_id, sum(analyses), sum(failed_count), sum(cost) "
+        "FROM ai_analysis_org_hourly GROUP BY 1, 2",
+        f"SELECT {_HOUR.format('created_at')}, organization_id, count(*), "
+        "count(*) FILTER (WHERE status = 'failed'), sum(api_cost) FROM ai_analysis GROUP BY 1, 2",
+    ),
+    "ai_analysis_org_daily": (
+        "SELECT time_window, organization_id, sum(analyses), sum(failed_count), sum(cost) "
+        "FROM ai_analysis_org_daily GROUP BY 1, 2",
+        f"SELECT {_DAY.format('created_at')}, organization_id, count(*), "
+        "count(*) FILTER (WHERE status = 'failed'), sum(api_cost) FROM ai_analysis GROUP BY 1, 2",
+    ),
 }
 
 

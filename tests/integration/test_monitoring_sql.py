@@ -454,7 +454,7 @@ async def test_migrations_applied_and_rolled_back_are_audited(
         applied = [r["entity_id"] for r in await audit_rows(conn, "migration.applied")]
         # Recorded from 0009 on: the earlier ones ran before the audit trail existed.
         assert applied == [
-            "0009_monitoring_tables", "0010_monitoring_grants", "0011_user_cost_rollups",
+            "0009_monitoring_tables", "0010_monitoring_grants", "0011_ranking_rollups",
             "9990_probe",
         ]  # fmt: skip
         [row] = await audit_rows(conn, "migration.applied", "9990_probe")

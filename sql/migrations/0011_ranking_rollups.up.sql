@@ -1,4 +1,5 @@
--- 0011 per-user AI cost rollups, for rankings across every organization.
+-- 0011 rollups for rankings across every organization: per user (top_users_by_ai_cost)
+-- and per organization only (organization_usage_summary).
 --
 -- top_users_by_ai_cost ranks every user of the range. On the detail rollups
 -- (ai_analysis_daily/hourly: per organization, user, model, version and region) a month of
@@ -273,15 +274,273 @@ AS $$
     LIMIT p_limit
 $$;
 
+-- organization_usage_summary over every organization read the summary rollups, one row
+-- per organization and service (API) or model (AI) and hour or day: ~170,000 rows for a
+-- range of 30 days ending now, most of them the ~47 whole hours at the two edges (96 ms).
+-- It needs neither services nor models, so these rollups keep one row per organization
+-- and hour or day (200 organizations: ~15,000 rows per source for 30 days), with the
+-- measures it returns:
+--     api_usage_org_hourly / api_usage_org_daily        from api_usage_summary_hourly/daily
+--     ai_analysis_org_hourly / ai_analysis_org_daily    from ai_analysis_summary_hourly/daily
+-- (retention like their sources), read by api_org_facts and ai_org_facts with the same
+-- exactness rule as the summary facts functions (0005).
+CREATE TABLE api_usage_org_hourly (
+    time_window     timestamptz    NOT NULL,
+    organization_id text           NOT NULL,
+    request_count   bigint         NOT NULL,
+    error_count     bigint         NOT NULL,
+    cost            numeric(20, 8) NOT NULL,
+    PRIMARY KEY (time_window, organization_id),
+    CONSTRAINT api_usage_org_hourly_hour
+        CHECK (time_window = date_trunc('hour', time_window, 'UTC'))
+) PARTITION BY RANGE (time_window);
+
+COMMENT ON TABLE api_usage_org_hourly IS
+    'api_usage summed per UTC hour and organization (requests, errors, cost). Monthly '
+    'partitions kept 25 months; refreshed by the rollup job.';
+
+CREATE TABLE api_usage_org_daily (
+    LIKE api_usage_org_hourly INCLUDING DEFAULTS,
+    PRIMARY KEY (time_window, organization_id),
+    CONSTRAINT api_usage_org_daily_day
+        CHECK (time_window = date_trunc('day', time_window, 'UTC'))
+) PARTITION BY RANGE (time_window);
+
+COMMENT ON TABLE api_usage_org_daily IS
+    'api_usage summed per UTC day and organization (requests, errors, cost). Monthly '
+    'partitions kept 25 months; refreshed by the rollup job.';
+
+CREATE TABLE ai_analysis_org_hourly (
+    time_window     timestamptz    NOT NULL,
+    organization_id text,
+    analyses        bigint         NOT NULL,
+    failed_count    bigint         NOT NULL,
+    cost            numeric(20, 8) NOT NULL,
+    CONSTRAINT ai_analysis_org_hourly_grain UNIQUE NULLS NOT DISTINCT
+        (time_window, organization_id),
+    CONSTRAINT ai_analysis_org_hourly_hour
+        CHECK (time_window = date_trunc('hour', time_window, 'UTC'))
+) PARTITION BY RANGE (time_window);
+
+COMMENT ON TABLE ai_analysis_org_hourly IS
+    'ai_analysis summed per UTC hour and organization (analyses, failures, cost). Monthly '
+    'partitions kept 90 days; refreshed by the rollup job.';
+
+CREATE TABLE ai_analysis_org_daily (
+    LIKE ai_analysis_org_hourly INCLUDING DEFAULTS,
+    CONSTRAINT ai_analysis_org_daily_grain UNIQUE NULLS NOT DISTINCT
+        (time_window, organization_id),
+    CONSTRAINT ai_analysis_org_daily_day
+        CHECK (time_window = date_trunc('day', time_window, 'UTC'))
+) PARTITION BY RANGE (time_window);
+
+COMMENT ON TABLE ai_analysis_org_daily IS
+    'ai_analysis summed per UTC day and organization (analyses, failures, cost). Monthly '
+    'partitions kept 25 months; refreshed by the rollup job.';
+
+-- Row-level-security-filtered reads (an analyst's own organization).
+CREATE INDEX api_usage_org_hourly_org_time ON api_usage_org_hourly (organization_id, time_window);
+CREATE INDEX api_usage_org_daily_org_time ON api_usage_org_daily (organization_id, time_window);
+CREATE INDEX ai_analysis_org_hourly_org_time
+    ON ai_analysis_org_hourly (organization_id, time_window);
+CREATE INDEX ai_analysis_org_daily_org_time
+    ON ai_analysis_org_daily (organization_id, time_window);
+
+INSERT INTO partition_policies
+    (parent_table, partition_column, granularity, premake, lookback, retention)
+VALUES
+    ('api_usage_org_hourly',   'time_window', 'month', 2, 1, interval '25 months'),
+    ('api_usage_org_daily',    'time_window', 'month', 2, 1, interval '25 months'),
+    ('ai_analysis_org_hourly', 'time_window', 'month', 1, 1, interval '90 days'),
+    ('ai_analysis_org_daily',  'time_window', 'month', 2, 1, interval '25 months');
+
+-- Partitions for the months their sources cover (the job makes the others as needed).
+SELECT ensure_partition('api_usage_org_hourly', m.month)
+FROM (SELECT DISTINCT date_trunc('month', time_window, 'UTC') AS month
+      FROM api_usage_summary_hourly) m;
+SELECT ensure_partition('api_usage_org_daily', m.month)
+FROM (SELECT DISTINCT date_trunc('month', time_window, 'UTC') AS month
+      FROM api_usage_summary_daily) m;
+SELECT ensure_partition('ai_analysis_org_hourly', m.month)
+FROM (SELECT DISTINCT date_trunc('month', time_window, 'UTC') AS month
+      FROM ai_analysis_summary_hourly) m;
+SELECT ensure_partition('ai_analysis_org_daily', m.month)
+FROM (SELECT DISTINCT date_trunc('month', time_window, 'UTC') AS month
+      FROM ai_analysis_summary_daily) m;
+
+INSERT INTO api_usage_org_hourly (time_window, organization_id, request_count, error_count, cost)
+SELECT time_window, organization_id, sum(request_count), sum(error_count), sum(cost)
+FROM api_usage_summary_hourly GROUP BY time_window, organization_id;
+INSERT INTO api_usage_org_daily (time_window, organization_id, request_count, error_count, cost)
+SELECT time_window, organization_id, sum(request_count), sum(error_count), sum(cost)
+FROM api_usage_summary_daily GROUP BY time_window, organization_id;
+INSERT INTO ai_analysis_org_hourly (time_window, organization_id, analyses, failed_count, cost)
+SELECT time_window, organization_id, sum(analyses), sum(failed_count), sum(cost)
+FROM ai_analysis_summary_hourly GROUP BY time_window, organization_id;
+INSERT INTO ai_analysis_org_daily (time_window, organization_id, analyses, failed_count, cost)
+SELECT time_window, organization_id, sum(analyses), sum(failed_count), sum(cost)
+FROM ai_analysis_summary_daily GROUP BY time_window, organization_id;
+
+-- API requests, errors and cost per organization of [p_from, p_to) (buckets whose hour
+-- starts in the range), split like api_usage_summary_facts (0005).
+CREATE FUNCTION api_org_facts(p_from timestamptz, p_to timestamptz)
+RETURNS TABLE (time_window timestamptz, granularity text, organization_id text,
+               request_count bigint, error_count bigint, cost numeric)
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    -- Whole days none of whose hours is queued: the daily rollup.
+    SELECT d.time_window, 'day', d.organization_id, d.request_count, d.error_count, d.cost
+    FROM api_usage_org_daily d
+    WHERE d.time_window >= rollup_day_lo(p_from, p_to)
+      AND d.time_window < rollup_day_hi(p_from, p_to)
+      AND d.time_window NOT IN (SELECT date_trunc('day', q.unit_start, 'UTC')
+                                FROM rollup_pending q WHERE q.source = 'api_usage')
+    UNION ALL
+    -- Hours before the first whole day and after the last one, not queued: hourly.
+    SELECT h.time_window, 'hour', h.organization_id, h.request_count, h.error_count, h.cost
+    FROM api_usage_org_hourly h
+    WHERE h.time_window >= p_from AND h.time_window < rollup_day_lo(p_from, p_to)
+      AND h.time_window NOT IN (SELECT q.unit_start FROM rollup_pending q
+                                WHERE q.source = 'api_usage')
+    UNION ALL
+    SELECT h.time_window, 'hour', h.organization_id, h.request_count, h.error_count, h.cost
+    FROM api_usage_org_hourly h
+    WHERE h.time_window >= rollup_day_hi(p_from, p_to) AND h.time_window < p_to
+      AND h.time_window NOT IN (SELECT q.unit_start FROM rollup_pending q
+                                WHERE q.source = 'api_usage')
+    UNION ALL
+    -- The hours, not queued themselves, of whole days that have a queued hour.
+    SELECT h.time_window, 'hour', h.organization_id, h.request_count, h.error_count, h.cost
+    FROM api_usage_org_hourly h
+    WHERE h.time_window = ANY (ARRAY(
+            SELECT generate_series(s.day, s.day + interval '23 hours', interval '1 hour')
+            FROM (SELECT DISTINCT date_trunc('day', q.unit_start, 'UTC') AS day
+                  FROM rollup_pending q WHERE q.source = 'api_usage') s
+            WHERE s.day >= rollup_day_lo(p_from, p_to)
+              AND s.day < rollup_day_hi(p_from, p_to)))
+      AND h.time_window >= rollup_day_lo(p_from, p_to)
+      AND h.time_window < rollup_day_hi(p_from, p_to)
+      AND h.time_window NOT IN (SELECT q.unit_start FROM rollup_pending q
+                                WHERE q.source = 'api_usage')
+    UNION ALL
+    -- Queued hours: the buckets of api_usage.
+    SELECT u.time_window, 'hour', u.organization_id, u.request_count, u.error_count, u.cost
+    FROM api_usage u
+    WHERE u.time_window = ANY (ARRAY(
+            SELECT DISTINCT q.unit_start FROM rollup_pending q
+            WHERE q.source = 'api_usage' AND q.unit_start >= p_from AND q.unit_start < p_to))
+      AND u.time_window >= p_from AND u.time_window < p_to
+$$;
+
+COMMENT ON FUNCTION api_org_facts(timestamptz, timestamptz) IS
+    'API requests, errors and cost per organization of [p_from, p_to) from the cheapest '
+    'exact source (daily or hourly organization rollup, api_usage for queued hours).';
+
+-- AI analyses, failures and cost per organization of [p_from, p_to), split like
+-- ai_usage_summary_facts (0005).
+CREATE FUNCTION ai_org_facts(p_from timestamptz, p_to timestamptz)
+RETURNS TABLE (time_window timestamptz, granularity text, organization_id text,
+               analyses bigint, failed_count bigint, cost numeric)
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT d.time_window, 'day', d.organization_id, d.analyses, d.failed_count, d.cost
+    FROM ai_analysis_org_daily d
+    WHERE d.time_window >= rollup_day_lo(p_from, p_to)
+      AND d.time_window < rollup_day_hi(p_from, p_to)
+      AND d.time_window NOT IN (SELECT date_trunc('day', q.unit_start, 'UTC')
+                                FROM rollup_pending q WHERE q.source = 'ai_analysis')
+    UNION ALL
+    SELECT h.time_window, 'hour', h.organization_id, h.analyses, h.failed_count, h.cost
+    FROM ai_analysis_org_hourly h
+    WHERE h.time_window >= rollup_hour_lo(p_from, p_to)
+      AND h.time_window < rollup_day_lo(p_from, p_to)
+      AND h.time_window NOT IN (SELECT q.unit_start FROM rollup_pending q
+                                WHERE q.source = 'ai_analysis')
+    UNION ALL
+    SELECT h.time_window, 'hour', h.organization_id, h.analyses, h.failed_count, h.cost
+    FROM ai_analysis_org_hourly h
+    WHERE h.time_window >= rollup_day_hi(p_from, p_to)
+      AND h.time_window < rollup_hour_hi(p_from, p_to)
+      AND h.time_window NOT IN (SELECT q.unit_start FROM rollup_pending q
+                                WHERE q.source = 'ai_analysis')
+    UNION ALL
+    SELECT h.time_window, 'hour', h.organization_id, h.analyses, h.failed_count, h.cost
+    FROM ai_analysis_org_hourly h
+    WHERE h.time_window = ANY (ARRAY(
+            SELECT generate_series(s.day, s.day + interval '23 hours', interval '1 hour')
+            FROM (SELECT DISTINCT date_trunc('day', q.unit_start, 'UTC') AS day
+                  FROM rollup_pending q WHERE q.source = 'ai_analysis') s
+            WHERE s.day >= rollup_day_lo(p_from, p_to)
+              AND s.day < rollup_day_hi(p_from, p_to)))
+      AND h.time_window >= rollup_day_lo(p_from, p_to)
+      AND h.time_window < rollup_day_hi(p_from, p_to)
+      AND h.time_window NOT IN (SELECT q.unit_start FROM rollup_pending q
+                                WHERE q.source = 'ai_analysis')
+    UNION ALL
+    SELECT a.time_window, 'event', a.organization_id, a.analyses, a.failed_count, a.cost
+    FROM ai_analysis_as_facts(p_from, rollup_hour_lo(p_from, p_to)) a
+    UNION ALL
+    SELECT a.time_window, 'event', a.organization_id, a.analyses, a.failed_count, a.cost
+    FROM ai_analysis_as_facts(rollup_hour_hi(p_from, p_to), p_to) a
+    UNION ALL
+    SELECT a.time_window, 'event', a.organization_id, a.analyses, a.failed_count, a.cost
+    FROM (SELECT DISTINCT q.unit_start AS hour FROM rollup_pending q
+          WHERE q.source = 'ai_analysis'
+            AND q.unit_start >= rollup_hour_lo(p_from, p_to)
+            AND q.unit_start < rollup_hour_hi(p_from, p_to)) s
+    CROSS JOIN LATERAL ai_analysis_as_facts(s.hour, s.hour + interval '1 hour') a
+    WHERE a.time_window >= rollup_hour_lo(p_from, p_to)
+      AND a.time_window < rollup_hour_hi(p_from, p_to)
+$$;
+
+COMMENT ON FUNCTION ai_org_facts(timestamptz, timestamptz) IS
+    'AI analyses, failures and cost per organization of [p_from, p_to) from the cheapest '
+    'exact source (daily or hourly organization rollup, raw rows).';
+
+-- Same signature, result and order as in 0005; only the sources change.
+CREATE OR REPLACE FUNCTION organization_usage_summary(p_from timestamptz, p_to timestamptz)
+RETURNS TABLE (organization_id text, api_requests bigint, api_errors bigint,
+               api_error_rate double precision, api_cost_usd numeric, ai_analyses bigint,
+               ai_failed bigint, ai_cost_usd numeric, total_cost_usd numeric)
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT coalesce(a.organization_id, i.organization_id),
+           coalesce(a.requests, 0), coalesce(a.errors, 0),
+           a.errors::double precision / nullif(a.requests, 0), coalesce(a.cost, 0),
+           coalesce(i.analyses, 0), coalesce(i.failed, 0), coalesce(i.cost, 0),
+           coalesce(a.cost, 0) + coalesce(i.cost, 0)
+    FROM (SELECT f.organization_id, sum(f.request_count)::bigint AS requests,
+                 sum(f.error_count)::bigint AS errors, sum(f.cost) AS cost
+          FROM api_org_facts(p_from, p_to) f
+          WHERE f.organization_id <> ''
+          GROUP BY f.organization_id) a
+    FULL JOIN (SELECT f.organization_id, sum(f.analyses)::bigint AS analyses,
+                      sum(f.failed_count)::bigint AS failed, sum(f.cost) AS cost
+               FROM ai_org_facts(p_from, p_to) f
+               WHERE f.organization_id IS NOT NULL
+               GROUP BY f.organization_id) i
+      ON i.organization_id = a.organization_id
+    ORDER BY coalesce(a.cost, 0) + coalesce(i.cost, 0) DESC, 1
+$$;
+
 -- Ownership, grants and row-level security like the other rollups (0006).
 ALTER TABLE ai_analysis_user_hourly OWNER TO pipeline_migrator;
 ALTER TABLE ai_analysis_user_daily OWNER TO pipeline_migrator;
 ALTER TABLE ai_analysis_user_monthly OWNER TO pipeline_migrator;
+ALTER TABLE api_usage_org_hourly OWNER TO pipeline_migrator;
+ALTER TABLE api_usage_org_daily OWNER TO pipeline_migrator;
+ALTER TABLE ai_analysis_org_hourly OWNER TO pipeline_migrator;
+ALTER TABLE ai_analysis_org_daily OWNER TO pipeline_migrator;
 ALTER FUNCTION ai_user_facts(timestamptz, timestamptz) OWNER TO pipeline_migrator;
+ALTER FUNCTION api_org_facts(timestamptz, timestamptz) OWNER TO pipeline_migrator;
+ALTER FUNCTION ai_org_facts(timestamptz, timestamptz) OWNER TO pipeline_migrator;
 GRANT SELECT, INSERT, UPDATE, DELETE
-    ON ai_analysis_user_hourly, ai_analysis_user_daily, ai_analysis_user_monthly
+    ON ai_analysis_user_hourly, ai_analysis_user_daily, ai_analysis_user_monthly,
+       api_usage_org_hourly, api_usage_org_daily, ai_analysis_org_hourly, ai_analysis_org_daily
     TO pipeline_writer;
-GRANT SELECT ON ai_analysis_user_hourly, ai_analysis_user_daily, ai_analysis_user_monthly
+GRANT SELECT
+    ON ai_analysis_user_hourly, ai_analysis_user_daily, ai_analysis_user_monthly,
+       api_usage_org_hourly, api_usage_org_daily, ai_analysis_org_hourly, ai_analysis_org_daily
     TO pipeline_analyst, pipeline_analyst_all;
 
 DO $$
@@ -289,7 +548,9 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['ai_analysis_user_hourly', 'ai_analysis_user_daily',
-                             'ai_analysis_user_monthly'] LOOP
+                             'ai_analysis_user_monthly', 'api_usage_org_hourly',
+                             'api_usage_org_daily', 'ai_analysis_org_hourly',
+                             'ai_analysis_org_daily'] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY writer_all ON %I FOR ALL TO pipeline_writer '
                        'USING (true) WITH CHECK (true)', t);
