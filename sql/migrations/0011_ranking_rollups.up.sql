@@ -97,6 +97,13 @@ VALUES
 
 -- Existing data: build both from ai_analysis_hourly (hours still queued are rebuilt by the
 -- next refresh like every other rollup, and read from the raw rows until then).
+-- Owned by the migrator like every table (0006), before partitions are made: the
+-- partitions are created by ensure_partition, which runs as the migrator and must own
+-- the parent.
+ALTER TABLE ai_analysis_user_hourly OWNER TO pipeline_migrator;
+ALTER TABLE ai_analysis_user_daily OWNER TO pipeline_migrator;
+ALTER TABLE ai_analysis_user_monthly OWNER TO pipeline_migrator;
+
 -- Partitions for the months ai_analysis_hourly covers (the rollup job creates the others
 -- as it needs them, like for every rollup).
 SELECT ensure_partition(t.name, m.month)
@@ -354,6 +361,11 @@ VALUES
     ('ai_analysis_org_hourly', 'time_window', 'month', 1, 1, interval '90 days'),
     ('ai_analysis_org_daily',  'time_window', 'month', 2, 1, interval '25 months');
 
+ALTER TABLE api_usage_org_hourly OWNER TO pipeline_migrator;
+ALTER TABLE api_usage_org_daily OWNER TO pipeline_migrator;
+ALTER TABLE ai_analysis_org_hourly OWNER TO pipeline_migrator;
+ALTER TABLE ai_analysis_org_daily OWNER TO pipeline_migrator;
+
 -- Partitions for the months their sources cover (the job makes the others as needed).
 SELECT ensure_partition('api_usage_org_hourly', m.month)
 FROM (SELECT DISTINCT date_trunc('month', time_window, 'UTC') AS month
@@ -524,13 +536,6 @@ AS $$
 $$;
 
 -- Ownership, grants and row-level security like the other rollups (0006).
-ALTER TABLE ai_analysis_user_hourly OWNER TO pipeline_migrator;
-ALTER TABLE ai_analysis_user_daily OWNER TO pipeline_migrator;
-ALTER TABLE ai_analysis_user_monthly OWNER TO pipeline_migrator;
-ALTER TABLE api_usage_org_hourly OWNER TO pipeline_migrator;
-ALTER TABLE api_usage_org_daily OWNER TO pipeline_migrator;
-ALTER TABLE ai_analysis_org_hourly OWNER TO pipeline_migrator;
-ALTER TABLE ai_analysis_org_daily OWNER TO pipeline_migrator;
 ALTER FUNCTION ai_user_facts(timestamptz, timestamptz) OWNER TO pipeline_migrator;
 ALTER FUNCTION api_org_facts(timestamptz, timestamptz) OWNER TO pipeline_migrator;
 ALTER FUNCTION ai_org_facts(timestamptz, timestamptz) OWNER TO pipeline_migrator;

@@ -13,11 +13,16 @@ from typing import Any
 import asyncpg
 import pytest
 
+from pipeline.config import DatabaseConfig
+from pipeline.maintenance.rollup_plan import PLAN
 from pipeline.maintenance.rollups import refresh_rollups
+from pipeline.migrations.runner import MigrationRunner
+from tests.conftest import SQL_DIR
 from tests.integration.test_analytics_rollups import (
     DAY,
     NOW,
     analysis,
+    assert_exact,
     call,
     prepare,
     write_analyses,
@@ -333,19 +338,52 @@ async def check_rankings_equal_plain_sql(conn: Any) -> None:
         ) == await rows(conn, PLAIN_ORGANIZATION_SUMMARY, p_from, p_to), (p_from, p_to)
 
 
+FIRST = NOW.replace(hour=0, minute=0) - 32 * DAY
+
+
+async def load_ranking_data(conn: Any, rng: random.Random) -> None:
+    for table in ("ai_analysis", "api_usage"):
+        for day in range(34):
+            await conn.execute("SELECT ensure_partition($1, $2, $3)", table, FIRST + day * DAY, NOW)
+    await prepare(conn)
+    analyses, calls = ranking_workload(rng, 1500, FIRST, NOW)
+    await write_analyses(conn, analyses)
+    await write_calls(conn, calls)
+
+
+@pytest.mark.asyncio
+async def test_migration_0011_builds_its_rollups_from_existing_data(
+    fresh_database: DatabaseConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = await asyncpg.connect(fresh_database.url, server_settings={"TimeZone": "UTC"})
+    try:
+        runner = MigrationRunner(conn, SQL_DIR, applied_by="tests")
+        await runner.up(to=10)
+        await load_ranking_data(conn, random.Random(11))
+        # The rollup job as it was before 0011: only the rollups of 0004.
+        new = ("_user_", "_org_")
+        with monkeypatch.context() as patch:
+            for source, steps in PLAN.items():
+                patch.setitem(PLAN, source, tuple(s for s in steps if not any(
+                    n in s.table for n in new)))  # fmt: skip
+            await refresh_rollups(conn, now=NOW)
+        await write_analyses(conn, [analysis(NOW - 3 * DAY, user="user-05", cost="0.07")])
+        await runner.up()  # fills the new rollups from the old ones; one hour still queued
+        await check_rankings_equal_plain_sql(conn)
+        await refresh_rollups(conn, now=NOW)
+        await assert_exact(conn)
+        await check_rankings_equal_plain_sql(conn)
+    finally:
+        await conn.close()
+
+
 @pytest.mark.asyncio
 async def test_rankings_equal_the_plain_sql_with_ties_and_queued_hours(
     pg: asyncpg.Connection,
 ) -> None:
     rng = random.Random(14)
-    first = NOW.replace(hour=0, minute=0) - 32 * DAY
-    for table in ("ai_analysis", "api_usage"):
-        for day in range(34):
-            await pg.execute("SELECT ensure_partition($1, $2, $3)", table, first + day * DAY, NOW)
-    await prepare(pg)
-    analyses, calls = ranking_workload(rng, 1500, first, NOW)
-    await write_analyses(pg, analyses)
-    await write_calls(pg, calls)
+    first = FIRST
+    await load_ranking_data(pg, rng)
     # Three big spenders with exactly the same analyses: tied in every range.
     twins = [
         analysis(first + timedelta(hours=5 + 24 * day, minutes=3), user=user, org=org,
