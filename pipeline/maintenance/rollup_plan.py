@@ -135,7 +135,8 @@ def _monthly(table: str, source: str, keys: tuple[str, ...], measures: tuple[str
         SELECT m.month AS time_window, {key_list}, {_sums("u", measures)}
         FROM unnest({months}) AS m(month)
         JOIN {source} u
-          ON u.time_window >= m.month AND u.time_window < m.month + interval '1 month'
+          ON u.time_window >= m.month
+         AND u.time_window < (m.month AT TIME ZONE 'UTC' + interval '1 month') AT TIME ZONE 'UTC'
         GROUP BY m.month, {key_list}"""
     statement = _replace(table, keys, measures, fresh).replace(
         "r.time_window = ANY($1::timestamptz[])", f"r.time_window = ANY({months})"

@@ -96,7 +96,10 @@ VALUES
     ('ai_analysis_user_monthly', 'time_window', 'month', 2, 1, interval '25 months');
 
 -- Existing data: build both from ai_analysis_hourly (hours still queued are rebuilt by the
--- next refresh like every other rollup, and read from the raw rows until then).
+-- next refresh like every other rollup, and read from the raw rows until then). Every
+-- backfill below leaves out rows older than its target's retention: a source partition
+-- past retention that prune has not dropped yet has no target partition
+-- (ensure_partition refuses expired ranges), and its rows would fail the insert.
 -- Owned by the migrator like every table (0006), before partitions are made: the
 -- partitions are created by ensure_partition, which runs as the migrator and must own
 -- the parent.
@@ -117,6 +120,7 @@ INSERT INTO ai_analysis_user_hourly
 SELECT h.time_window, h.organization_id, h.user_id, sum(h.analyses), sum(h.tokens_used),
        sum(h.cost)
 FROM ai_analysis_hourly h
+WHERE h.time_window >= (SELECT (partition_bounds(p.granularity, now() - p.retention)).range_start FROM partition_policies p WHERE p.parent_table = 'ai_analysis_user_hourly')
 GROUP BY h.time_window, h.organization_id, h.user_id;
 
 INSERT INTO ai_analysis_user_daily
@@ -124,6 +128,7 @@ INSERT INTO ai_analysis_user_daily
 SELECT date_trunc('day', h.time_window, 'UTC'), h.organization_id, h.user_id,
        sum(h.analyses), sum(h.tokens_used), sum(h.cost)
 FROM ai_analysis_user_hourly h
+WHERE h.time_window >= (SELECT (partition_bounds(p.granularity, now() - p.retention)).range_start FROM partition_policies p WHERE p.parent_table = 'ai_analysis_user_daily')
 GROUP BY 1, h.organization_id, h.user_id;
 
 INSERT INTO ai_analysis_user_monthly
@@ -131,6 +136,7 @@ INSERT INTO ai_analysis_user_monthly
 SELECT date_trunc('month', d.time_window, 'UTC'), d.organization_id, d.user_id,
        sum(d.analyses), sum(d.tokens_used), sum(d.cost)
 FROM ai_analysis_user_daily d
+WHERE d.time_window >= (SELECT (partition_bounds(p.granularity, now() - p.retention)).range_start FROM partition_policies p WHERE p.parent_table = 'ai_analysis_user_monthly')
 GROUP BY 1, d.organization_id, d.user_id;
 
 -- AI analyses, tokens and cost of [p_from, p_to) per organization and user: exactly what
@@ -382,16 +388,24 @@ FROM (SELECT DISTINCT date_trunc('month', time_window, 'UTC') AS month
 
 INSERT INTO api_usage_org_hourly (time_window, organization_id, request_count, error_count, cost)
 SELECT time_window, organization_id, sum(request_count), sum(error_count), sum(cost)
-FROM api_usage_summary_hourly GROUP BY time_window, organization_id;
+FROM api_usage_summary_hourly
+WHERE time_window >= (SELECT (partition_bounds(p.granularity, now() - p.retention)).range_start FROM partition_policies p WHERE p.parent_table = 'api_usage_org_hourly')
+GROUP BY time_window, organization_id;
 INSERT INTO api_usage_org_daily (time_window, organization_id, request_count, error_count, cost)
 SELECT time_window, organization_id, sum(request_count), sum(error_count), sum(cost)
-FROM api_usage_summary_daily GROUP BY time_window, organization_id;
+FROM api_usage_summary_daily
+WHERE time_window >= (SELECT (partition_bounds(p.granularity, now() - p.retention)).range_start FROM partition_policies p WHERE p.parent_table = 'api_usage_org_daily')
+GROUP BY time_window, organization_id;
 INSERT INTO ai_analysis_org_hourly (time_window, organization_id, analyses, failed_count, cost)
 SELECT time_window, organization_id, sum(analyses), sum(failed_count), sum(cost)
-FROM ai_analysis_summary_hourly GROUP BY time_window, organization_id;
+FROM ai_analysis_summary_hourly
+WHERE time_window >= (SELECT (partition_bounds(p.granularity, now() - p.retention)).range_start FROM partition_policies p WHERE p.parent_table = 'ai_analysis_org_hourly')
+GROUP BY time_window, organization_id;
 INSERT INTO ai_analysis_org_daily (time_window, organization_id, analyses, failed_count, cost)
 SELECT time_window, organization_id, sum(analyses), sum(failed_count), sum(cost)
-FROM ai_analysis_summary_daily GROUP BY time_window, organization_id;
+FROM ai_analysis_summary_daily
+WHERE time_window >= (SELECT (partition_bounds(p.granularity, now() - p.retention)).range_start FROM partition_policies p WHERE p.parent_table = 'ai_analysis_org_daily')
+GROUP BY time_window, organization_id;
 
 -- API requests, errors and cost per organization of [p_from, p_to) (buckets whose hour
 -- starts in the range), split like api_usage_summary_facts (0005).
