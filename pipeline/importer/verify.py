@@ -62,9 +62,9 @@ async def retention_cutoffs(conn: Any, kinds: Iterable[EventKind]) -> dict[Event
     """Per kind, the first epoch ms its table keeps (kinds without a policy are absent)."""
     tables = {spec_of(kind).writer.table: kind for kind in kinds}
     rows = await conn.fetch(
-        "SELECT parent_table, (extract(epoch FROM (partition_bounds(granularity, "
-        f"now() + interval '{RETENTION_MARGIN}' - retention)).range_start) * 1000)::bigint "
-        "AS keep_from FROM partition_policies WHERE parent_table = ANY($1::text[])",
+        "SELECT parent_table, (extract(epoch FROM partition_keep_from(parent_table, "
+        f"now() + interval '{RETENTION_MARGIN}')) * 1000)::bigint AS keep_from "
+        "FROM partition_policies WHERE parent_table = ANY($1::text[])",
         list(tables),
     )
     return {tables[r["parent_table"]]: int(r["keep_from"]) for r in rows}

@@ -62,9 +62,7 @@ INSERT INTO performance_samples (
 SELECT {EPOCH_MS.format("t.ms")}, t.event_id, t.name, t.service, t.instance, t.unit, t.tags,
        t.value
 FROM {{stage}} AS t
-WHERE {EPOCH_MS.format("t.ms")} >= (
-    SELECT (partition_bounds(p.granularity, now() - p.retention)).range_start
-    FROM partition_policies p WHERE p.parent_table = 'performance_samples')
+WHERE {EPOCH_MS.format("t.ms")} >= partition_keep_from('performance_samples', now())
 ON CONFLICT (recorded_at, event_id) DO NOTHING
 """,
 )  # fmt: skip

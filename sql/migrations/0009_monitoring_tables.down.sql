@@ -62,6 +62,7 @@ DROP FUNCTION analysis_status_counts(timestamptz, timestamptz);
 DROP FUNCTION analysis_status_intervals(jsonb);
 DROP FUNCTION prune_analysis_lifecycle(timestamptz);
 DROP FUNCTION analysis_lifecycle_cutoff(timestamptz);
+DROP FUNCTION partition_keep_from(text, timestamptz);
 DROP TABLE analysis_lifecycle;
 DROP FUNCTION analysis_lifecycle_derive();
 DROP FUNCTION analysis_history_merge(jsonb, jsonb);

@@ -643,17 +643,31 @@ COMMENT ON FUNCTION analysis_lifecycle_derive() IS
 CREATE TRIGGER analysis_lifecycle_derive BEFORE INSERT OR UPDATE ON analysis_lifecycle
     FOR EACH ROW EXECUTE FUNCTION analysis_lifecycle_derive();
 
--- Retention of lifecycles: the start of the oldest ai_analysis partition still kept at
--- p_now (ensure_partition keeps a range while its end is after p_now - retention). A
--- lifecycle whose last change is before it has no state change left in ai_analysis, and
--- none can arrive any more (ai_analysis refuses it as beyond_retention), so deleting it
--- loses nothing a late change could still complete. NULL when ai_analysis has no policy.
-CREATE FUNCTION analysis_lifecycle_cutoff(p_now timestamptz) RETURNS timestamptz
+-- The start of the oldest partition of p_parent that ensure_partition still keeps at
+-- p_now (it keeps a range while the range ends after p_now - retention): rows before it
+-- are beyond retention. One definition for every "still kept?" question: the raw metric
+-- samples the workers insert, the lifecycles prune deletes, the rows a backfill copies.
+-- NULL when p_parent has no policy.
+CREATE FUNCTION partition_keep_from(p_parent text, p_now timestamptz) RETURNS timestamptz
 LANGUAGE sql STABLE
 AS $$
     SELECT (partition_bounds(p.granularity, p_now - p.retention)).range_start
     FROM partition_policies p
-    WHERE p.parent_table = 'ai_analysis'
+    WHERE p.parent_table = p_parent
+$$;
+
+COMMENT ON FUNCTION partition_keep_from(text, timestamptz) IS
+    'Start of the oldest partition of p_parent kept at p_now (earlier rows are beyond '
+    'retention); NULL without a policy.';
+
+-- Retention of lifecycles: ai_analysis's. A lifecycle whose last change is before
+-- partition_keep_from('ai_analysis') has no state change left in ai_analysis, and none can
+-- arrive any more (ai_analysis refuses it as beyond_retention), so deleting it loses
+-- nothing a late change could still complete. NULL when ai_analysis has no policy.
+CREATE FUNCTION analysis_lifecycle_cutoff(p_now timestamptz) RETURNS timestamptz
+LANGUAGE sql STABLE
+AS $$
+    SELECT partition_keep_from('ai_analysis', p_now)
 $$;
 
 COMMENT ON FUNCTION analysis_lifecycle_cutoff(timestamptz) IS

@@ -120,7 +120,7 @@ INSERT INTO ai_analysis_user_hourly
 SELECT h.time_window, h.organization_id, h.user_id, sum(h.analyses), sum(h.tokens_used),
        sum(h.cost)
 FROM ai_analysis_hourly h
-WHERE h.time_window >= (SELECT (partition_bounds(p.granularity, now() - p.retention)).range_start FROM partition_policies p WHERE p.parent_table = 'ai_analysis_user_hourly')
+WHERE h.time_window >= partition_keep_from('ai_analysis_user_hourly', now())
 GROUP BY h.time_window, h.organization_id, h.user_id;
 
 INSERT INTO ai_analysis_user_daily
@@ -128,7 +128,7 @@ INSERT INTO ai_analysis_user_daily
 SELECT date_trunc('day', h.time_window, 'UTC'), h.organization_id, h.user_id,
        sum(h.analyses), sum(h.tokens_used), sum(h.cost)
 FROM ai_analysis_user_hourly h
-WHERE h.time_window >= (SELECT (partition_bounds(p.granularity, now() - p.retention)).range_start FROM partition_policies p WHERE p.parent_table = 'ai_analysis_user_daily')
+WHERE h.time_window >= partition_keep_from('ai_analysis_user_daily', now())
 GROUP BY 1, h.organization_id, h.user_id;
 
 INSERT INTO ai_analysis_user_monthly
@@ -136,7 +136,7 @@ INSERT INTO ai_analysis_user_monthly
 SELECT date_trunc('month', d.time_window, 'UTC'), d.organization_id, d.user_id,
        sum(d.analyses), sum(d.tokens_used), sum(d.cost)
 FROM ai_analysis_user_daily d
-WHERE d.time_window >= (SELECT (partition_bounds(p.granularity, now() - p.retention)).range_start FROM partition_policies p WHERE p.parent_table = 'ai_analysis_user_monthly')
+WHERE d.time_window >= partition_keep_from('ai_analysis_user_monthly', now())
 GROUP BY 1, d.organization_id, d.user_id;
 
 -- AI analyses, tokens and cost of [p_from, p_to) per organization and user: exactly what
@@ -389,22 +389,22 @@ FROM (SELECT DISTINCT date_trunc('month', time_window, 'UTC') AS month
 INSERT INTO api_usage_org_hourly (time_window, organization_id, request_count, error_count, cost)
 SELECT time_window, organization_id, sum(request_count), sum(error_count), sum(cost)
 FROM api_usage_summary_hourly
-WHERE time_window >= (SELECT (partition_bounds(p.granularity, now() - p.retention)).range_start FROM partition_policies p WHERE p.parent_table = 'api_usage_org_hourly')
+WHERE time_window >= partition_keep_from('api_usage_org_hourly', now())
 GROUP BY time_window, organization_id;
 INSERT INTO api_usage_org_daily (time_window, organization_id, request_count, error_count, cost)
 SELECT time_window, organization_id, sum(request_count), sum(error_count), sum(cost)
 FROM api_usage_summary_daily
-WHERE time_window >= (SELECT (partition_bounds(p.granularity, now() - p.retention)).range_start FROM partition_policies p WHERE p.parent_table = 'api_usage_org_daily')
+WHERE time_window >= partition_keep_from('api_usage_org_daily', now())
 GROUP BY time_window, organization_id;
 INSERT INTO ai_analysis_org_hourly (time_window, organization_id, analyses, failed_count, cost)
 SELECT time_window, organization_id, sum(analyses), sum(failed_count), sum(cost)
 FROM ai_analysis_summary_hourly
-WHERE time_window >= (SELECT (partition_bounds(p.granularity, now() - p.retention)).range_start FROM partition_policies p WHERE p.parent_table = 'ai_analysis_org_hourly')
+WHERE time_window >= partition_keep_from('ai_analysis_org_hourly', now())
 GROUP BY time_window, organization_id;
 INSERT INTO ai_analysis_org_daily (time_window, organization_id, analyses, failed_count, cost)
 SELECT time_window, organization_id, sum(analyses), sum(failed_count), sum(cost)
 FROM ai_analysis_summary_daily
-WHERE time_window >= (SELECT (partition_bounds(p.granularity, now() - p.retention)).range_start FROM partition_policies p WHERE p.parent_table = 'ai_analysis_org_daily')
+WHERE time_window >= partition_keep_from('ai_analysis_org_daily', now())
 GROUP BY time_window, organization_id;
 
 -- API requests, errors and cost per organization of [p_from, p_to) (buckets whose hour
