@@ -448,12 +448,33 @@ class SourceConsumer:
     def _note(self, fetched: Fetched) -> None:
         count = size = 0
         for tp, records in fetched.items():
+            first = self._next.get(tp)
+            if records and first is not None and records[0].offset < first:
+                records = fetched[tp] = self._drop_handed_out(tp, records, first)
             if records:
                 self._next[tp] = records[-1].offset + 1
                 count += len(records)
                 size += sum(len(r.value or b"") for r in records)
         if count:
             self._record_bytes = 0.8 * self._record_bytes + 0.2 * max(1.0, size / count)
+
+    def _drop_handed_out(self, tp: TopicPartition, records: list[Any], first: int) -> list[Any]:
+        """The client returned records below ``first``, which were handed out already
+        (a fetch answered across a seek): never hand a record out twice, whatever the
+        client does. Two copies in one flush would both be applied (the watermark only
+        tells flushes apart)."""
+        kept = [r for r in records if r.offset >= first]
+        log.warning(
+            "%s[%d]: the client returned offsets %d..%d again; %d records dropped, "
+            "continuing at %d",
+            tp.topic,
+            tp.partition,
+            records[0].offset,
+            first - 1,
+            len(records) - len(kept),
+            first,
+        )
+        return kept
 
     def _rewind(self, partitions: Collection[TopicPartition]) -> None:
         """Seek back to the first offset not handed out: a failed fetch loses nothing."""

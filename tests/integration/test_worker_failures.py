@@ -30,21 +30,47 @@ SMALL_FLUSHES: dict[str, Any] = {
 }
 
 
+# A worker backend inside a flush: it holds the watermark rows of its batch locked
+# (offsets.lock) and its transaction is on to another statement (the write or the
+# advance). Start-up transactions (partitions, adopting a start) do not qualify.
+IN_FLUSH = """
+SELECT count(*) FROM pg_stat_activity AS a
+WHERE a.datname = current_database() AND a.application_name = 'pipeline-worker'
+  AND a.backend_xid IS NOT NULL
+  AND EXISTS (SELECT 1 FROM pg_locks AS l
+              WHERE l.pid = a.pid AND l.relation = 'ingest_offsets'::regclass
+                AND l.mode = 'RowShareLock')
+"""
+
+WORKER_BACKENDS = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND application_name = 'pipeline-worker'
+"""
+
+
 async def wait_for_open_transaction(stack: Pipeline, timeout_s: float = 60) -> bool:
     """Wait until a worker of this test's database is inside a flush transaction."""
     conn = await stack.connect()
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            busy = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND application_name = 'pipeline-worker' AND xact_start IS NOT NULL "
-                "AND backend_xid IS NOT NULL"
-            )
-            if busy:
+            if await conn.fetchval(IN_FLUSH):
                 return True
             await asyncio.sleep(0.005)
         return False
+    finally:
+        await conn.close()
+
+
+async def wait_for_no_worker_backends(stack: Pipeline, timeout_s: float = 30) -> None:
+    """Wait until PostgreSQL has ended the sessions of killed workers (a backend outlives
+    its client until it notices), so that the next kill is aimed at the next worker."""
+    conn = await stack.connect()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while await conn.fetchval(WORKER_BACKENDS):
+            assert time.monotonic() < deadline, "killed workers' sessions did not end"
+            await asyncio.sleep(0.05)
     finally:
         await conn.close()
 
@@ -62,6 +88,7 @@ async def test_sigkill_in_the_middle_of_flushes_loses_and_doubles_nothing(
     await stack.produce(items, shape="batched", max_events=25)
     kills_mid_transaction = 0
     for _ in range(3):
+        await wait_for_no_worker_backends(stack)
         worker = stack.start_worker(**SMALL_FLUSHES, flush_connections=connections)
         if await wait_for_open_transaction(stack):
             worker.signal(signal.SIGKILL)

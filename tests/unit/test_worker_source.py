@@ -475,6 +475,21 @@ async def test_a_client_reset_attempt_is_answered_by_seeking_our_position_again(
     assert consumer.seeks[-1] == (P0, 6)
 
 
+@pytest.mark.asyncio
+async def test_records_the_client_returns_twice_are_handed_out_once() -> None:
+    """Two copies of a record in one flush would both be applied: the consumer hands out
+    each offset of a partition once, whatever the client returns."""
+    consumer = FakeConsumer({P0: log(6)})
+    listener = RecordingListener()
+    source = await started(consumer, Watermarks({}), listener=listener, max_records=4)
+    await assigned(consumer, listener, [P0])
+    assert handed_out(await source.poll(0)) == {P0: [0, 1, 2, 3]}
+    consumer.positions[P0] = 2  # the client answers from an older position
+    assert handed_out(await source.poll(0)) == {P0: [4, 5]}
+    consumer.positions[P0] = 1
+    assert handed_out(await source.poll(0)) == {}
+
+
 # -- rebalances -----------------------------------------------------------------------------------
 @pytest.mark.asyncio
 async def test_revocation_is_told_to_the_listener_and_cancels_positioning_in_progress() -> None:
