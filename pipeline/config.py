@@ -209,6 +209,9 @@ class WorkerConfig:
     shutdown_timeout_s: float = 30.0
     maintenance_interval_s: float = 3_600.0
     rollup_interval_s: float = 300.0
+    # How long a starting worker waits for PostgreSQL and the broker to answer before it
+    # exits naming the setting to check; 0 waits forever.
+    startup_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
         if not self.group_id:
@@ -240,6 +243,11 @@ class WorkerConfig:
         _positive("PIPELINE_SHUTDOWN_TIMEOUT_S", self.shutdown_timeout_s)
         _positive("PIPELINE_MAINTENANCE_INTERVAL_S", self.maintenance_interval_s)
         _positive("PIPELINE_ROLLUP_INTERVAL_S", self.rollup_interval_s)
+        if self.startup_timeout_s < 0:
+            raise ConfigError(
+                f"PIPELINE_STARTUP_TIMEOUT_S must be >= 0 (0: wait forever), "
+                f"got {self.startup_timeout_s}"
+            )
 
 
 def default_sql_dir() -> Path:
@@ -412,6 +420,7 @@ class Config:
             PIPELINE_SHUTDOWN_TIMEOUT_S=str(w.shutdown_timeout_s),
             PIPELINE_MAINTENANCE_INTERVAL_S=str(w.maintenance_interval_s),
             PIPELINE_ROLLUP_INTERVAL_S=str(w.rollup_interval_s),
+            PIPELINE_STARTUP_TIMEOUT_S=str(w.startup_timeout_s),
             PIPELINE_MIGRATIONS_DIR=str(self.migrations.directory),
             PIPELINE_MIGRATION_LOCK_TIMEOUT_S=str(self.migrations.lock_timeout_s),
             PIPELINE_STATE_DIR=str(self.state_dir),
@@ -501,6 +510,9 @@ class Config:
             ),
             rollup_interval_s=reader.number(
                 "PIPELINE_ROLLUP_INTERVAL_S", d_worker.rollup_interval_s
+            ),
+            startup_timeout_s=reader.number(
+                "PIPELINE_STARTUP_TIMEOUT_S", d_worker.startup_timeout_s
             ),
         )
         sql_dir = reader.text("PIPELINE_MIGRATIONS_DIR")

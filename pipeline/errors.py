@@ -40,6 +40,11 @@ class BrokerUnreachableError(PipelineError):
     retriable = True
 
 
+class StartupTimeoutError(PipelineError):
+    """A service did not answer within the start-up timeout: the process cannot do its job.
+    The message names the service, the setting that points at it and the timeout."""
+
+
 class EmbeddedServiceError(PipelineError):
     """An embedded broker or PostgreSQL could not be started or stopped."""
 

@@ -126,6 +126,12 @@ class Metrics:
             "Kafka partitions currently assigned to this worker.",
             registry=r,
         )
+        self.broker_available = Gauge(
+            "pipeline_broker_available",
+            "1 while the broker answers this worker's fetches (a fetch response within the "
+            "last 10 s for a partition it fetches), 0 during a broker outage.",
+            registry=r,
+        )
         self.partitions_stopped = Gauge(
             "pipeline_partitions_stopped",
             "Assigned partitions stopped at a record batch the client cannot decode, or at a "
@@ -155,6 +161,7 @@ class Metrics:
             registry=r,
         )
         self.database_available.set(1)
+        self.broker_available.set(1)
 
 
 class AnalyticsMetrics:
@@ -206,6 +213,7 @@ METRIC_NAMES = frozenset(
         "pipeline_consumer_lag",
         "pipeline_last_successful_flush_timestamp_seconds",
         "pipeline_database_available",
+        "pipeline_broker_available",
         "pipeline_assigned_partitions",
         "pipeline_partitions_stopped",
         "pipeline_partitions_created_total",

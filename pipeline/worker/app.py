@@ -10,7 +10,8 @@ Stream machinery (an Event, a queue hop and several tasks per record) capped a w
 ~5,000 single-event records/s; the bulk path does not have that cost (docs/architecture.md,
 "Why the worker consumes in bulk").
 
-``/readyz`` is 200 when partitions are assigned and positioned and no flush is stalled;
+``/readyz`` is 200 when partitions are assigned and positioned, the broker answers fetches
+and no flush is stalled;
 ``/healthz`` is 200 while the ingest service runs and 503 once it failed (the process then
 exits non-zero within the shutdown bound).
 The group-wide timers (partition maintenance, rollup refresh) run on every worker and do
@@ -68,8 +69,8 @@ class IngestService(Service):
         runtime = self.runtime
         try:
             await runtime.start()
+            await runtime.connect_source()
             assert runtime.engine is not None and runtime.source is not None
-            await runtime.source.start()
             await runtime.engine.run(runtime.source)
         except asyncio.CancelledError:
             raise
@@ -148,6 +149,7 @@ def create_app(config: Config, runtime: WorkerRuntime) -> Any:
             "ready": runtime.ready,
             "started": runtime.started,
             "assigned_partitions": len(runtime.assigned),
+            "broker_silence_s": round(source.broker_silence_s(), 1) if source is not None else None,
             "leader": runtime.is_leader,
             "flushing": {t: f.healthy for t, f in runtime.flushers.items()},
             "pending_events": engine.pending_events() if engine is not None else {},

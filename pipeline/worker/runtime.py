@@ -2,8 +2,10 @@
 
 :class:`WorkerRuntime` is created by the entry point with the configuration. The ingest
 service (:mod:`pipeline.worker.app`) calls :meth:`WorkerRuntime.start`, which blocks,
-retrying with backoff, until PostgreSQL answers (a worker that starts during an outage
-waits instead of crashing), starts the dead-letter publisher and builds one
+retrying with backoff, until PostgreSQL and the broker answer (a worker that starts during
+an outage waits instead of crashing; after ``PIPELINE_STARTUP_TIMEOUT_S`` it raises
+:class:`~pipeline.errors.StartupTimeoutError` naming the setting to check, and the process
+exits 1), starts the dead-letter publisher and builds one
 :class:`~pipeline.worker.flush.Flusher` per source topic, the
 :class:`~pipeline.worker.engine.IngestEngine` and the
 :class:`~pipeline.worker.source.SourceConsumer`. :meth:`WorkerRuntime.stop` releases them.
@@ -25,10 +27,12 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from pipeline import db
 from pipeline.config import Config
 from pipeline.contract import EventKind
+from pipeline.errors import BrokerUnreachableError, PipelineError, StartupTimeoutError
 from pipeline.kafka import check_topics
 from pipeline.maintenance import partitions, rollups
 from pipeline.metrics import Metrics
@@ -65,6 +69,7 @@ class WorkerRuntime:
         self.failure: BaseException | None = None
         """Why the ingest service stopped, when it failed (``/healthz`` says 503)."""
         self._prune_warned = False
+        self._startup_deadline: float | None = None
         w = config.worker
         self.retry = RetryPolicy(w.retry_initial_ms / 1000, w.retry_max_ms / 1000)
 
@@ -89,20 +94,28 @@ class WorkerRuntime:
 
     @property
     def ready(self) -> bool:
-        """Partitions assigned and positioned, and no flush stalled on errors."""
+        """Partitions assigned and positioned, the broker answering fetches (see
+        :meth:`SourceConsumer.broker_silence_s`), and no flush stalled on errors (PostgreSQL
+        or the dead-letter topic)."""
+        source = self.source
         return (
             self.started
             and self.engine is not None
+            and source is not None
             and bool(self.engine.positioned_partitions)
             and self.engine.healthy
+            and source.broker_silence_s() < source.silence_limit_s
         )
 
     async def start(self) -> None:
-        """Connect to PostgreSQL (retrying until it answers), start the dead-letter
-        publisher, and build the stages. Call once."""
+        """Connect to PostgreSQL and the broker (retrying until they answer, at most
+        ``PIPELINE_STARTUP_TIMEOUT_S``), start the dead-letter publisher, and build the
+        stages. Call once; then :meth:`connect_source`."""
         database = self.config.require_database()
         kafka = self.config.require_kafka()
         w = self.config.worker
+        if w.startup_timeout_s > 0:
+            self._startup_deadline = time.monotonic() + w.startup_timeout_s
         # Every topic may flush on flush_connections connections at once, plus one for
         # positioning, maintenance and the rollup timer.
         needed = len(self.topics) * w.flush_connections + 1
@@ -125,15 +138,16 @@ class WorkerRuntime:
                 self.pool = None
                 raise
 
-        await self._until_ready("PostgreSQL", open_database)
+        await self._until_ready("PostgreSQL", "DATABASE_URL", open_database)
         self.metrics.database_available.set(1)
         t = self.config.topics
         settings = t.settings()
-        await self._until_ready("Kafka", lambda: check_topics(kafka, settings))
+        brokers = "KAFKA_BOOTSTRAP_SERVERS"
+        await self._until_ready("the Kafka broker", brokers, lambda: check_topics(kafka, settings))
         publisher = DeadLetterPublisher(
             kafka, t.dead_letters, w.worker_id, max_bytes=w.dead_letter_max_bytes
         )
-        await self._until_ready("the dead-letter producer", publisher.start)
+        await self._until_ready("the dead-letter producer", brokers, publisher.start)
         self.dead_letters = publisher
         kinds = {topic: kind for kind, topic in self.topics.items()}
         for topic, kind in kinds.items():
@@ -174,11 +188,24 @@ class WorkerRuntime:
         self._started.set()
         log.info("worker %s connected", w.worker_id)
 
-    async def _until_ready(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+    async def connect_source(self) -> None:
+        """Join the consumer group (after :meth:`start`), retrying like :meth:`start` while
+        the broker cannot be reached, within the same start-up timeout."""
+        assert self.source is not None, "start() first"
+        source = self.source
+        await self._until_ready(
+            "the Kafka broker (consumer group)", "KAFKA_BOOTSTRAP_SERVERS", source.start
+        )
+        self._startup_deadline = None  # from here on, outages are waited out
+
+    async def _until_ready(
+        self, what: str, setting: str, step: Callable[[], Awaitable[None]]
+    ) -> None:
         """Run a start-up ``step`` until it succeeds. Transient failures (a service down or
-        restarting) are retried with backoff, one warning line each; anything else (wrong
+        restarting) are retried with backoff, one warning line each, until the start-up
+        deadline: then :class:`StartupTimeoutError` names ``setting``. Anything else (wrong
         credentials, an unknown database or host, a missing topic: a configuration error,
-        or a bug) is raised: the worker exits saying why."""
+        or a bug) is raised at once: the worker exits saying why."""
         rng = random.Random()
         attempt = 0
         while True:
@@ -187,15 +214,23 @@ class WorkerRuntime:
                 await step()
                 return
             except Exception as exc:
-                error = classify(exc)
+                error = classify_startup(exc)
                 if error is None or (error is exc and not error.retriable):
                     raise
                 if not error.retriable:
                     raise error from exc
                 delay = self.retry.delay(attempt, rng)
-                log.warning("%s not usable yet (%s); retrying in %.1fs", what, error, delay)
                 if what == "PostgreSQL":
                     self.metrics.database_available.set(0)
+                deadline = self._startup_deadline
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    timeout = self.config.worker.startup_timeout_s
+                    raise StartupTimeoutError(
+                        f"{what} did not answer within {timeout:g}s of start-up (last error: "
+                        f"{error}); check {setting}, or raise PIPELINE_STARTUP_TIMEOUT_S "
+                        "(0 waits forever)"
+                    ) from exc
+                log.warning("%s not usable yet (%s); retrying in %.1fs", what, error, delay)
                 await asyncio.sleep(delay)
 
     async def read_watermarks(self, tps: Collection[TopicPartition]) -> dict[TopicPartition, int]:
@@ -287,6 +322,14 @@ class WorkerRuntime:
             len(dropped),
             dropped.lifecycle_rows,
         )
+
+
+def classify_startup(exc: BaseException) -> PipelineError | None:
+    """:func:`~pipeline.worker.retry.classify`, plus aiokafka's connection errors (joining
+    the group while the broker is down) as retriable."""
+    if isinstance(exc, KafkaConnectionError):
+        return BrokerUnreachableError(f"cannot reach the Kafka broker ({exc!r})")
+    return classify(exc)
 
 
 class _Watermarks:

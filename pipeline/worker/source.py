@@ -23,6 +23,11 @@ The contract:
   stopped. A problem of one partition never raises from here; it is handled below and the
   other partitions keep flowing. :meth:`poll` raises only what means this consumer cannot
   work (an authorization error, a listener that failed): the caller exits.
+- **Broker silence**: :meth:`broker_silence_s` is how long no fetch response arrived for
+  any partition this consumer fetches (an idle partition is answered every
+  ``fetch_max_wait_ms``, 500 ms); ``pipeline_broker_available`` is 0 while it exceeds
+  ``silence_limit_s``. The worker is not ready then (``/readyz``): the broker is down or
+  unreachable. aiokafka reconnects by itself; nothing here restarts the client.
 - **Kafka commits are hints** for tools that read lag. :meth:`commit` sends them in the
   background for partitions still assigned; a failure is logged at debug level.
 - **Rebalances** (aiokafka's protocol is eager: every partition is revoked, then the new
@@ -126,6 +131,8 @@ class SourceConsumer:
         rebalance_timeout_ms: int = 20_000,
         consumer: Any = None,
         monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
+        silence_limit_s: float = 10.0,
     ) -> None:
         if start_from not in ("earliest", "latest"):
             raise ValueError(f"start_from must be earliest or latest, got {start_from!r}")
@@ -144,6 +151,9 @@ class SourceConsumer:
         self._retry = retry or RetryPolicy()
         self._stopped_retry_s = stopped_retry_s
         self._monotonic = monotonic
+        self._clock = clock  # wall clock: aiokafka stamps fetch responses in epoch ms
+        self.silence_limit_s = silence_limit_s
+        self._last_contact = clock()
         self._consumer: Any = consumer or AIOKafkaConsumer(
             **client_options(kafka),
             group_id=group_id,
@@ -256,7 +266,28 @@ class SourceConsumer:
             self._too_large(exc)
             return {}
         self._note(fetched)
+        self._metrics.broker_available.set(int(self.broker_silence_s() < self.silence_limit_s))
         return fetched
+
+    def broker_silence_s(self) -> float:
+        """Seconds since the broker last answered a fetch of a partition this consumer
+        fetches (0 when it fetches none: paused, held or positioning partitions wait for
+        us, not for the broker)."""
+        now = self._clock()
+        fetching = self._fetching()
+        if not fetching:
+            self._last_contact = now
+            return 0.0
+        latest = self._last_contact
+        for tp in fetching:
+            try:
+                stamp = self._consumer.last_poll_timestamp(tp)
+            except (AssertionError, IllegalStateError):
+                continue  # no longer assigned in the client
+            if stamp is not None and stamp / 1000 > latest:
+                latest = stamp / 1000
+        self._last_contact = latest
+        return max(0.0, now - latest)
 
     # -- rebalances ------------------------------------------------------------------------
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -491,6 +522,8 @@ class SourceConsumer:
             self._consumer.pause(*pause)
         if resume:
             self._consumer.resume(*resume)
+            # Resumed partitions were not fetched while paused: silence counts from now.
+            self._last_contact = max(self._last_contact, self._clock())
         self._paused = want
 
     async def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:

@@ -490,6 +490,49 @@ async def test_records_the_client_returns_twice_are_handed_out_once() -> None:
     assert handed_out(await source.poll(0)) == {}
 
 
+@pytest.mark.asyncio
+async def test_broker_silence_counts_from_the_last_fetch_response_of_a_fetching_partition() -> None:
+    consumer = FakeConsumer({P0: log(3), P1: log(3)})
+    wall = FakeClock(1_000.0)
+    consumer.wall = wall
+    listener, metrics = RecordingListener(), Metrics()
+    source = SourceConsumer(
+        KAFKA,
+        group_id="g",
+        topics=[TOPIC],
+        watermarks=Watermarks({}),
+        listener=listener,
+        metrics=metrics,
+        consumer=consumer,
+        clock=wall,
+        silence_limit_s=10.0,
+    )
+    await source.start()
+    assert source.broker_silence_s() == 0.0  # nothing to fetch yet: not the broker's fault
+    await assigned(consumer, listener, [P0, P1])
+    await source.poll(0)
+    assert source.broker_silence_s() == 0.0
+    assert gauge(metrics, "pipeline_broker_available") == 1
+    consumer.broker_up = False  # the outage: fetches get no answer
+    wall.advance(4)
+    await source.poll(0)
+    assert source.broker_silence_s() == 4.0
+    assert gauge(metrics, "pipeline_broker_available") == 1
+    wall.advance(7)
+    await source.poll(0)
+    assert source.broker_silence_s() == 11.0
+    assert gauge(metrics, "pipeline_broker_available") == 0
+    source.hold(TOPIC)  # nothing fetched on purpose: silence is not the broker's
+    assert source.broker_silence_s() == 0.0
+    source.release(TOPIC)
+    wall.advance(1)
+    assert source.broker_silence_s() == 1.0
+    consumer.broker_up = True  # back
+    await source.poll(0)
+    assert source.broker_silence_s() == 0.0
+    assert gauge(metrics, "pipeline_broker_available") == 1
+
+
 # -- rebalances -----------------------------------------------------------------------------------
 @pytest.mark.asyncio
 async def test_revocation_is_told_to_the_listener_and_cancels_positioning_in_progress() -> None:

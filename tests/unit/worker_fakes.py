@@ -294,6 +294,11 @@ class FakeConsumer:
         self.topics: list[str] = []
         self.started = False
         self.stopped = False
+        self.broker_up = True
+        """While True, every getmany stamps the partitions it could fetch (a fetch
+        response); set it to False to simulate a broker outage."""
+        self.wall: Callable[[], float] = time.time
+        self.fetch_stamps: dict[TopicPartition, int] = {}
 
     # -- rebalances, driven by the test
     async def assign(self, partitions: Iterable[TopicPartition]) -> None:
@@ -350,6 +355,10 @@ class FakeConsumer:
     def highwater(self, partition: TopicPartition) -> int | None:
         return self.end(partition)
 
+    def last_poll_timestamp(self, partition: TopicPartition) -> int | None:
+        assert partition in self.assigned, "Partition is not assigned"
+        return self.fetch_stamps.get(partition)
+
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
     ) -> Fetched:
@@ -359,9 +368,12 @@ class FakeConsumer:
             raise self.raise_next.pop(0)
         budget = max_records or 500
         out: Fetched = {}
+        if not self.broker_up:
+            return out
         for tp in partitions or sorted(self.assigned):
             if tp not in self.assigned or tp in self.paused or tp not in self.positions:
                 continue
+            self.fetch_stamps[tp] = int(self.wall() * 1000)
             position, taken = self.positions[tp], []
             while budget and position < self.end(tp):
                 if position in self.corrupt.get(tp, ()):
