@@ -96,8 +96,11 @@ def register(commands: Any, *, clock: Clock = _now_ms) -> None:
             "  pipeline produce --events 20000 --rate 2000 --shape single "
             "--invalid-fraction 0.01\n"
             "\n"
-            "exit codes: 0 everything acknowledged, 1 failure (e.g. broker unreachable),\n"
-            "2 bad option or configuration"
+            "broker outages: records that fail transiently are kept (within --buffer-mib)\n"
+            "and sent again until the broker acknowledges them; sending waits meanwhile.\n"
+            "\n"
+            "exit codes: 0 everything acknowledged, 1 failure (e.g. broker unreachable at\n"
+            "start), 2 bad option or configuration"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -164,6 +167,14 @@ def register(commands: Any, *, clock: Clock = _now_ms) -> None:
         default=1_048_576,
         metavar="N",
         help="bytes per batched record at most (default: 1048576)",
+    )
+    sending.add_argument(
+        "--buffer-mib",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="memory cap of what is buffered or waiting for acknowledgement; sending waits "
+        "at the cap, e.g. while the broker is down (default: 64)",
     )
     sending.add_argument(
         "--create-topics",
@@ -244,6 +255,7 @@ async def _produce(
             progress=None if progress is None else progress.update,
             max_record_events=args.max_record_events,
             max_record_bytes=args.max_record_bytes,
+            max_buffered_bytes=args.buffer_mib * 1_048_576,
         )
     finally:
         if progress is not None:

@@ -27,6 +27,7 @@ from pipeline.producer.errors import (
     ProducerClosedError,
     ProducerError,
     TransientDeliveryError,
+    Undelivered,
 )
 from pipeline.producer.load import ProduceReport, ProgressCallback, produce_workload
 
@@ -44,6 +45,7 @@ __all__ = [
     "Record",
     "RecordBuffer",
     "TransientDeliveryError",
+    "Undelivered",
     "produce_workload",
     "topic_for",
 ]

@@ -290,6 +290,17 @@ class RecordBuffer:
         self._ready_events = 0
         return records
 
+    def requeue(self, record: Record) -> None:
+        """Put ``record`` (taken, not released) back at the front of the ready queue: it
+        is sent again. It stays held against the bounds meanwhile."""
+        self._ready.appendleft(record)
+        self._ready_events += record.events
+        self.wakeup.set()
+
+    def waiting(self) -> list[Record]:
+        """The sealed records not taken by the sender yet, in sending order."""
+        return list(self._ready)
+
     # --- completion --------------------------------------------------------------------
 
     def release(self, record: Record) -> None:

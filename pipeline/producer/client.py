@@ -17,9 +17,22 @@ What each call means:
 - ``send_many(events)`` validates every event first: one invalid event raises and buffers
   none of them.
 - ``flush()`` returns once everything sent before it is acknowledged by the broker
-  (``acks=all``), or raises :class:`~pipeline.producer.errors.DeliveryError` (retriable or
-  not) for the records lost since the previous flush.
-- ``close()`` (also on leaving ``async with``) flushes, then stops the client.
+  (``acks=all``), or raises :class:`~pipeline.producer.errors.DeliveryError` for the
+  records the broker refused since the previous flush.
+- ``close(timeout_s=None)`` (also on leaving ``async with``) flushes, then stops the
+  client. With a timeout, records still unacknowledged then are reported, not dropped:
+  :class:`~pipeline.producer.errors.TransientDeliveryError` lists them (``undelivered``:
+  topic, value, events, whether in flight) for the caller to keep or send again.
+
+**Broker outages**: a record that fails for a transient reason (no connection, a timeout,
+a leader moving) is kept and sent again, with backoff (0.1 s doubling to 5 s), for as long
+as the producer runs; meanwhile it counts against the buffer bounds, so ``send`` waits
+once ``max_buffered_events`` / ``max_buffered_bytes`` are held (the memory cap), and
+``flush`` waits for the broker to come back. Accepted events are never dropped silently:
+they are acknowledged, refused (``flush`` / ``close`` raise), or reported by ``close``'s
+timeout. One warning line when an outage starts, one info line when records go through
+again. A record re-sent after a lost acknowledgement can be written twice unless the
+producer is idempotent (``KAFKA_IDEMPOTENT_PRODUCER``, the default, on Apache Kafka).
 - ``send_raw(topic, value)`` is for tools and tests (poison records, pre-packed load): it
   sends ``value`` as one record, unvalidated.
 
@@ -35,6 +48,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from types import TracebackType
@@ -57,6 +71,8 @@ from pipeline.producer.errors import (
     BrokerUnavailableError,
     ProducerClosedError,
     ProducerError,
+    TransientDeliveryError,
+    Undelivered,
     delivery_error,
     is_transient,
 )
@@ -95,7 +111,9 @@ class EventProducer:
       buffered or in flight (100,000 events, 64 MiB).
     - ``now_ms``: the clock used to validate ``occurred_at`` (epoch ms).
     - ``request_timeout_ms``: how long the client waits for an acknowledgement before the
-      record fails with a retriable error (aiokafka's ``request_timeout_ms``).
+      record fails with a retriable error (aiokafka's ``request_timeout_ms``); such a
+      record is sent again (see the module docstring).
+    - ``client``: an aiokafka-like producer to use instead of creating one (tests).
 
     One event loop only. Raises ``ValueError`` for inconsistent limits.
     """
@@ -112,6 +130,7 @@ class EventProducer:
         max_buffered_bytes: int = 64 * 1_048_576,
         now_ms: Callable[[], int] = wall_clock_ms,
         request_timeout_ms: int = 40_000,
+        client: Any = None,
     ) -> None:
         self._kafka = kafka
         self._topics = dict(topics.sources)
@@ -125,6 +144,14 @@ class EventProducer:
             linger_s=linger_ms / 1000.0,
         )
         self._client: Any = None
+        self._injected = client
+        self._in_flight: dict[int, Record] = {}
+        self._queued: deque[Record] = deque()  # taken by the sender, not sent yet
+        self._retry_at = 0.0  # monotonic: no send before this (backoff during an outage)
+        self._backoff_s = 0.0
+        self._outage_since: float | None = None
+        self.records_resent = 0
+        """Records sent again after a transient failure."""
         self._sender: asyncio.Task[None] | None = None
         self._started = False
         self._failures: list[tuple[str, int, BaseException]] = []
@@ -146,7 +173,7 @@ class EventProducer:
         """
         if self._started or self._buffer.closed:
             raise ProducerClosedError("an EventProducer can be started only once")
-        client = AIOKafkaProducer(
+        client = self._injected or AIOKafkaProducer(
             **producer_options(
                 self._kafka, max_request_size=self._buffer.max_record_bytes + 65_536
             ),
@@ -179,11 +206,15 @@ class EventProducer:
             self._kafka.idempotent_producer,
         )
 
-    async def close(self) -> None:
+    async def close(self, timeout_s: float | None = None) -> None:
         """Flush, then stop the client. Idempotent.
 
-        Raises :class:`~pipeline.producer.errors.DeliveryError` like :meth:`flush`; the
-        client is stopped either way.
+        Waits for every buffered record to be acknowledged, at most ``timeout_s`` seconds
+        (None: as long as it takes, e.g. the rest of a broker outage). Raises
+        :class:`~pipeline.producer.errors.DeliveryError` like :meth:`flush`, and
+        :class:`~pipeline.producer.errors.TransientDeliveryError` listing the records
+        still unacknowledged when the timeout expired (``undelivered``). The client is
+        stopped either way.
         """
         if self._buffer.closed:
             return
@@ -192,7 +223,11 @@ class EventProducer:
         self._buffer.close()
         try:
             if self._started:
-                await self._wait_released(self._buffer.seal_all())
+                upto = self._buffer.seal_all()
+                try:
+                    await asyncio.wait_for(self._wait_released(upto), timeout_s)
+                except TimeoutError:
+                    self._raise_undelivered(timeout_s)
                 self._raise_failures()
         finally:
             if self._sender is not None:
@@ -200,7 +235,10 @@ class EventProducer:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._sender  # a crash was logged by _report_crash
             if self._client is not None:
-                await self._client.stop()
+                try:  # aiokafka's stop waits for what it holds: bounded during an outage
+                    await asyncio.wait_for(self._client.stop(), 10 if timeout_s else None)
+                except TimeoutError:
+                    log.warning("the Kafka client did not stop within 10s; abandoned")
             log.info(
                 "producer closed: %d records with %d events acknowledged",
                 self.records_acked,
@@ -293,6 +331,24 @@ class EventProducer:
         if not waiter.done() or waiter.cancelled():
             raise ProducerError("the producer's sender task stopped; see the error log")
 
+    def _raise_undelivered(self, timeout_s: float | None) -> None:
+        in_flight = sorted(self._in_flight.values(), key=lambda r: r.seq)
+        waiting = [*self._queued, *self._buffer.waiting()]
+        records = [Undelivered(r.topic, r.value, r.events, True) for r in in_flight] + [
+            Undelivered(r.topic, r.value, r.events, False) for r in waiting
+        ]
+        events = sum(r.events for r in records)
+        topics = sorted({r.topic for r in records})
+        raise TransientDeliveryError(
+            f"{len(records)} record(s) with {events} event(s) to {', '.join(topics)} were not "
+            f"acknowledged within {timeout_s:g}s of close ({len(in_flight)} in flight: they "
+            "may have been written); they are in this error's `undelivered`",
+            records=len(records),
+            events=events,
+            topics=topics,
+            undelivered=records,
+        )
+
     def _raise_failures(self) -> None:
         if not self._failures:
             return
@@ -319,8 +375,13 @@ class EventProducer:
         while True:
             records = buffer.take_ready()
             if records:
-                for record in records:
-                    await self._dispatch(record)
+                queued = self._queued
+                queued.extend(records)
+                while queued:
+                    pause = self._retry_at - time.monotonic()
+                    if pause > 0:  # a broker outage: back off before sending again
+                        await asyncio.sleep(pause)
+                    await self._dispatch(queued.popleft())
                 continue
             deadline = buffer.next_deadline()
             buffer.wakeup.clear()
@@ -338,24 +399,36 @@ class EventProducer:
                 timer.cancel()
 
     async def _dispatch(self, record: Record) -> None:
+        self._in_flight[record.seq] = record
         try:
             future = await self._client.send(record.topic, record.value)
         except asyncio.CancelledError:
-            self._failed(record, ProducerClosedError("the producer was closed while sending"))
+            del self._in_flight[record.seq]
+            self._buffer.requeue(record)  # never sent: close() reports it as waiting
             raise
-        except Exception as exc:  # refused before it reached the broker
-            self._failed(record, exc)
+        except Exception as exc:  # refused before it reached the broker (or no room there)
+            del self._in_flight[record.seq]
+            self._settle_failure(record, exc)
             return
         future.add_done_callback(partial(self._on_done, record))
 
     def _on_done(self, record: Record, future: asyncio.Future[Any]) -> None:
+        self._in_flight.pop(record.seq, None)
         if future.cancelled():
-            self._failed(record, asyncio.CancelledError())
+            self._settle_failure(record, asyncio.CancelledError())
             return
         exc = future.exception()
         if exc is not None:
-            self._failed(record, exc)
+            self._settle_failure(record, exc)
             return
+        if self._outage_since is not None:
+            log.info(
+                "the broker acknowledges again after %.1fs; %d records were sent again",
+                time.monotonic() - self._outage_since,
+                self.records_resent,
+            )
+            self._outage_since = None
+        self._backoff_s = 0.0
         metadata = future.result()
         key = (metadata.topic, metadata.partition)
         end = metadata.offset + 1
@@ -364,6 +437,27 @@ class EventProducer:
         self.records_acked += 1
         self.events_acked += record.events
         self._buffer.release(record)
+
+    def _settle_failure(self, record: Record, exc: BaseException) -> None:
+        """A transient failure: keep the record and send it again after a backoff (see the
+        module docstring); anything else: the record failed (reported by flush/close)."""
+        if not is_transient(exc) or self._sender is None or self._sender.done():
+            self._failed(record, exc)
+            return
+        now = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since = now
+            log.warning(
+                "the broker did not acknowledge a record (%s: %s); records are kept and "
+                "sent again until it does (%d events held)",
+                type(exc).__name__,
+                exc,
+                self._buffer.buffered_events,
+            )
+        self._backoff_s = min(5.0, max(0.1, self._backoff_s * 2))
+        self._retry_at = max(self._retry_at, now + self._backoff_s)
+        self.records_resent += 1
+        self._buffer.requeue(record)
 
     def _failed(self, record: Record, exc: BaseException) -> None:
         # One warning per failure episode (flush() reports the count), details at DEBUG.

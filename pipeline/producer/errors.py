@@ -11,9 +11,11 @@ Every class derives from :class:`~pipeline.errors.PipelineError` and says ``retr
   credentials) raises :class:`ProducerError` itself, not retriable.
 - :class:`DeliveryError` (not retriable): the broker refused records (too large for the
   topic, not authorised, unknown topic...). Sending them again fails the same way.
-- :class:`TransientDeliveryError` (retriable): records were not acknowledged in time or the
-  connection was lost. They may or may not have been written: resending ``api_call``
-  events without an idempotent producer can count them twice (see ``docs/events.md``).
+- :class:`TransientDeliveryError` (retriable): records were not acknowledged before
+  ``close(timeout_s=...)`` gave up (the producer itself re-sends records that failed
+  transiently for as long as it runs). ``undelivered`` holds them: those that were in
+  flight may or may not have been written: resending ``api_call`` events without an
+  idempotent producer can count them twice (see ``docs/events.md``).
 
 Invalid events are not producer errors: they raise
 :class:`pipeline.contract.ContractError` (a ``ValueError``) before anything is buffered.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
@@ -35,6 +38,7 @@ __all__ = [
     "ProducerClosedError",
     "ProducerError",
     "TransientDeliveryError",
+    "Undelivered",
     "delivery_error",
     "is_transient",
 ]
@@ -62,18 +66,41 @@ class BrokerUnavailableError(ProducerError):
     retriable = True
 
 
+@dataclass(frozen=True, slots=True)
+class Undelivered:
+    """A record the producer accepted and could not get acknowledged: its ``topic``, its
+    ``value`` (a JSON array of ``events`` events, or a raw record) and whether it was
+    ``in_flight`` (sent, outcome unknown: it may have been written) or never sent."""
+
+    topic: str
+    value: bytes
+    events: int
+    in_flight: bool
+
+
 class DeliveryError(ProducerError):
     """Records were not acknowledged by the broker; raised by ``flush()`` and ``close()``.
 
     ``records`` and ``events`` count what was lost since the previous ``flush()``,
     ``topics`` names their topics and ``__cause__`` is the first underlying error.
+    ``undelivered`` lists the records still unacknowledged when ``close(timeout_s=...)``
+    gave up (empty otherwise), to be kept and sent again by the caller.
     """
 
-    def __init__(self, message: str, *, records: int, events: int, topics: Sequence[str]) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        records: int,
+        events: int,
+        topics: Sequence[str],
+        undelivered: Sequence[Undelivered] = (),
+    ) -> None:
         super().__init__(message)
         self.records = records
         self.events = events
         self.topics = tuple(topics)
+        self.undelivered = tuple(undelivered)
 
 
 class TransientDeliveryError(DeliveryError):

@@ -92,11 +92,14 @@ async def produce_workload(
     progress: ProgressCallback | None = None,
     max_record_events: int = DEFAULT_MAX_RECORD_EVENTS,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    max_buffered_bytes: int = 64 * 1_048_576,
 ) -> ProduceReport:
     """Send the workload of ``spec`` to the topics; return once all of it is acknowledged.
 
     ``rate`` (events/s, poison included) paces sending record by record; None sends as
-    fast as the broker acknowledges (bounded by the producer's backpressure). The topics
+    fast as the broker acknowledges (bounded by the producer's backpressure:
+    ``max_buffered_bytes`` held, at least one record). During a broker outage, sending
+    waits and records are sent again (see :class:`EventProducer`). The topics
     must exist (see :func:`pipeline.kafka.ensure_topics`). Raises
     :class:`~pipeline.producer.errors.BrokerUnavailableError` if the cluster cannot be
     reached and :class:`~pipeline.producer.errors.DeliveryError` if records were lost;
@@ -114,7 +117,7 @@ async def produce_workload(
         max_record_events=max_record_events,
         max_record_bytes=max_record_bytes,
         max_buffered_events=max(100_000, max_record_events),
-        max_buffered_bytes=max(64 * 1_048_576, max_record_bytes),
+        max_buffered_bytes=max(max_buffered_bytes, max_record_bytes),
     ) as producer:
         log.info("producing %d items (%s records) of seed %d", total, shape, spec.seed)
         started = time.monotonic()

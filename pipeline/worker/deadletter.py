@@ -19,7 +19,10 @@ crash between publishing and committing may produce (publishing happens before t
 commits; delivery to the dead-letter topic is at-least-once).
 
 :meth:`DeadLetterPublisher.publish` returns once the broker acknowledged every message
-(acks=all); it raises :class:`DeadLetterError` (retriable) if the broker cannot be reached.
+(acks=all); it raises :class:`DeadLetterError` (retriable) if the broker cannot be reached,
+and the next call starts on a new client: an aiokafka producer whose sends timed out
+during a broker outage was seen to stay stuck for minutes after the broker came back,
+while a new one worked at once.
 Nothing blocks a partition: a value larger than ``PIPELINE_DEAD_LETTER_MAX_BYTES`` (default
 900,000, below Kafka's default 1 MiB per message) is truncated to it, and a letter the broker
 refuses anyway is sent with an empty value, its headers intact:
@@ -93,10 +96,26 @@ class DeadLetterPublisher:
         self.worker_id = worker_id
         self.max_bytes = max_bytes
         self._idempotent = config.idempotent_producer
+        self._config = config
+        self._producer: Any = self._new_client()
+        self._stale = False  # a transient failure happened: use a new client next time
+        self.reconnects = 0
+
+    def _new_client(self) -> Any:
         # Headers (the detail is capped at 1 KiB) and framing fit in the 64 KiB margin.
-        self._producer: Any = AIOKafkaProducer(
-            **producer_options(config, max_request_size=max_bytes + 65_536)
+        return AIOKafkaProducer(
+            **producer_options(self._config, max_request_size=self.max_bytes + 65_536)
         )
+
+    async def _renew(self) -> None:
+        """Replace the client after a transient failure (see the module docstring)."""
+        old, self._producer = self._producer, self._new_client()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(old.stop(), timeout=5)
+        await self.start()
+        self._stale = False
+        self.reconnects += 1
+        log.info("dead-letter producer reconnected to %s", self.topic)
 
     async def start(self) -> None:
         """Connect. Raises :class:`DeadLetterError` (retriable) when the broker cannot be
@@ -135,12 +154,15 @@ class DeadLetterPublisher:
         """
         if not items:
             return
+        if self._stale:
+            await self._renew()
         letters = [self._letter(source_topic, record, rejected) for record, rejected in items]
         failed = await self._send(letters)
         if not failed:
             return
         if any(is_transient(exc) for _, exc in failed):
             first = next(exc for _, exc in failed if is_transient(exc))
+            self._stale = True
             raise DeadLetterError(f"could not publish to {self.topic}: {first!r}") from first
         emptied = [
             (key, b"", [*headers, *_truncated(value, 0)]) for (key, value, headers), _ in failed
@@ -155,6 +177,7 @@ class DeadLetterPublisher:
         if refused:
             exc = refused[0][1]
             if is_transient(exc):
+                self._stale = True
                 raise DeadLetterError(f"could not publish to {self.topic}: {exc!r}") from exc
             raise ConfigError(
                 f"{self.topic} refuses even an empty dead letter ({exc!r}); check the topic "

@@ -289,9 +289,11 @@ async def test_an_unreachable_broker_is_a_retriable_error() -> None:
 
 
 @pytest.mark.asyncio
-async def test_records_lost_with_the_broker_surface_from_flush_as_retriable(
+async def test_records_the_broker_never_acknowledged_are_reported_by_close_with_a_timeout(
     tmp_path: Any,
 ) -> None:
+    """The broker is gone for good: the producer keeps the records (retrying) instead of
+    dropping them, and ``close(timeout_s)`` hands back every one of them."""
     broker = EmbeddedBroker(log_path=tmp_path / "broker.log")
     broker.start()
     try:
@@ -299,15 +301,15 @@ async def test_records_lost_with_the_broker_surface_from_flush_as_retriable(
         topics = await new_topics(kafka)
         producer = EventProducer(kafka, topics, request_timeout_ms=1500)
         await producer.start()
-        try:
-            await producer.send_many(sample_events(10))
-            await producer.flush()
-            broker.stop()
-            await producer.send_many(sample_events(10))
-            with pytest.raises(TransientDeliveryError) as caught:
-                await asyncio.wait_for(producer.flush(), 60)
-            assert caught.value.retriable and caught.value.events == 10
-        finally:
-            await asyncio.wait_for(producer.close(), 60)
+        await producer.send_many(sample_events(10))
+        await producer.flush()
+        broker.stop()
+        await producer.send_many(sample_events(10))
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(producer.flush(), 3)  # waits for the broker: no loss
+        with pytest.raises(TransientDeliveryError) as caught:
+            await asyncio.wait_for(producer.close(timeout_s=3), 60)
+        assert caught.value.retriable and caught.value.events == 10
+        assert sum(r.events for r in caught.value.undelivered) == 10
     finally:
         broker.stop()
