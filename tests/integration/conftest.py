@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +10,7 @@ import pytest_asyncio
 
 from pipeline.config import DatabaseConfig, KafkaConfig
 from tests.integration.harness import Pipeline
+from tests.integration.restartable import RestartableBroker
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -29,3 +30,17 @@ async def stack(
         yield pipeline
     finally:
         pipeline.stop_all()
+
+
+@pytest.fixture
+def restartable_broker(tmp_path: Path) -> Iterator[RestartableBroker]:
+    """A broker of this test's own, started, whose data outlives its process (Tansu on a
+    moto S3 server): the test may ``stop()`` it and ``start_again()`` on the same port.
+    Logs under ``tmp_path/restartable-broker``. Without ``moto[server]`` (dev extra) the
+    test errors: it never skips."""
+    broker = RestartableBroker(tmp_path / "restartable-broker")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.close()
