@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +38,51 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class RepeatLimiter(logging.Filter):
+    """Lets a repeated line of the Kafka client through at most once per ``interval_s``.
+
+    While the broker is down aiokafka logs an ERROR line per failed request, ~20 lines a
+    second per process. A line is "the same" when it comes from the same logger with the
+    same message template (the arguments may differ); the next one let through says how
+    many were held back. Only loggers under ``prefixes`` are limited; ours log once per
+    episode already.
+    """
+
+    def __init__(
+        self,
+        prefixes: tuple[str, ...] = ("aiokafka",),
+        interval_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+        self.interval_s = interval_s
+        self._clock = clock
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}  # -> (passed at, held)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefixes):
+            return True
+        key = (record.name, str(record.msg))
+        now = self._clock()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.interval_s:
+            self._seen[key] = (seen[0], seen[1] + 1)
+            return False
+        self._seen[key] = (now, 0)
+        if seen is not None and seen[1]:
+            record.msg = f"{record.msg} [{seen[1]} more like this held back]"
+        return True
+
+
+def limit_repeats() -> None:
+    """Add a :class:`RepeatLimiter` to every handler of the root logger (once each); call
+    after logging is configured."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RepeatLimiter) for f in handler.filters):
+            handler.addFilter(RepeatLimiter())
+
+
 def configure(level: str, log_format: str) -> None:
     """Log to stderr at ``level`` in ``log_format`` (``text`` or ``json``)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -45,6 +92,7 @@ def configure(level: str, log_format: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    limit_repeats()
 
 
 def dict_config(level: str, log_format: str) -> dict[str, Any] | None:

@@ -30,6 +30,7 @@ from faust.app.base import BootStrategy
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from pipeline import logs
 from pipeline.config import Config
 from pipeline.worker.runtime import WorkerRuntime
 
@@ -63,6 +64,7 @@ class IngestService(Service):
         self._run_task: asyncio.Task[None] | None = None
 
     async def on_started(self) -> None:
+        logs.limit_repeats()  # faust has configured logging by now
         self._run_task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
