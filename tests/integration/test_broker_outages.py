@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.config import DatabaseConfig, KafkaConfig
 from pipeline.contract import EventKind
-from pipeline.embedded import EmbeddedBroker, free_port
+from pipeline.embedded import free_port
 from pipeline.kafka import client_options
 from pipeline.workload import (
     ExpectedTotals,
@@ -46,33 +46,35 @@ def unreachable_kafka() -> KafkaConfig:
 
 
 @pytest.mark.asyncio
-async def test_a_worker_started_before_the_broker_waits_and_then_works(
-    migrated_database: DatabaseConfig, tmp_path: Path
+async def test_a_worker_started_while_the_broker_is_down_waits_and_then_works(
+    migrated_database: DatabaseConfig, restartable_broker: RestartableBroker, tmp_path: Path
 ) -> None:
-    kafka = unreachable_kafka()
-    stack = Pipeline(migrated_database, kafka, tmp_path)
+    """The topics exist (the broker keeps them across its restart); the worker starts
+    during the outage, waits (alive, unready) and works once the broker is back."""
+    broker = restartable_broker
+    stack = Pipeline(migrated_database, broker.kafka_config(), tmp_path)
+    await stack.create_topics()
+    broker.stop()
     worker = stack.start_worker(startup_timeout_s=120)
-    broker = EmbeddedBroker(
-        port=int(kafka.bootstrap_servers[0].rsplit(":", 1)[1]), log_path=tmp_path / "broker.log"
-    )
     try:
-        await asyncio.sleep(4)  # a few retries against nothing
+        deadline = time.monotonic() + 60
+        while "the Kafka broker not usable yet" not in worker.log_tail():
+            assert time.monotonic() < deadline and worker.running, worker.log_tail()
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(2)  # a few retries against nothing
         assert worker.running, worker.log_tail()
         status, body = worker.get("/healthz")
         assert status == 200, body  # alive: waiting is not failing
         status, body = worker.get("/readyz")
         assert status == 503, body
-        assert "the Kafka broker not usable yet" in worker.log_tail(), worker.log_tail()
-        broker.start()
-        await stack.create_topics()
-        items = list(generate(WorkloadSpec(api_calls=1_500, start_ms=NOW_MS)))
-        await stack.produce(items)
+        broker.start_again()
+        items = list(generate(WorkloadSpec(api_calls=1_000, start_ms=NOW_MS)))
+        await stack.produce(items, max_events=100)
         await stack.wait_applied(timeout_s=120)
         assert_same(ExpectedTotals.of(items), await stack.totals(), stack)
         assert worker.wait_ready(30), worker.log_tail()
     finally:
         stack.stop_all()
-        broker.stop()
 
 
 @pytest.mark.asyncio
