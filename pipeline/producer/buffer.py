@@ -293,7 +293,14 @@ class RecordBuffer:
     def requeue(self, record: Record) -> None:
         """Put ``record`` (taken, not released) back at the front of the ready queue: it
         is sent again. It stays held against the bounds meanwhile."""
-        self._ready.appendleft(record)
+        ready = self._ready
+        if not ready or ready[0].seq > record.seq:
+            ready.appendleft(record)
+        else:  # keep sealing order (put_raw promises a topic's records keep theirs)
+            items = list(ready)
+            at = next((i for i, r in enumerate(items) if r.seq > record.seq), len(items))
+            items.insert(at, record)
+            self._ready = deque(items)
         self._ready_events += record.events
         self.wakeup.set()
 

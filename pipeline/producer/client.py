@@ -31,8 +31,17 @@ once ``max_buffered_events`` / ``max_buffered_bytes`` are held (the memory cap),
 ``flush`` waits for the broker to come back. Accepted events are never dropped silently:
 they are acknowledged, refused (``flush`` / ``close`` raise), or reported by ``close``'s
 timeout. One warning line when an outage starts, one info line when records go through
-again. A record re-sent after a lost acknowledgement can be written twice unless the
-producer is idempotent (``KAFKA_IDEMPOTENT_PRODUCER``, the default, on Apache Kafka).
+again. The backoff is shared: while one record keeps failing, every topic's records wait
+(at most 5 s between attempts). An unknown topic is not transient here: it fails.
+
+Duplicates: a re-send is a new request. aiokafka itself retries a request whose answer
+was lost (and with an idempotent producer the broker drops those copies); it hands a
+record back as failed only when it gives up: after ``request_timeout_ms`` without an
+idempotent producer, or, with one, only when the partition had no leader that long. A
+record the broker had written before that is then written twice by the re-send, which
+counts ``api_call`` and ``performance_metric`` events twice (``docs/events.md``). With
+``KAFKA_IDEMPOTENT_PRODUCER`` (the default, on Apache Kafka) that takes a partition
+without a leader for ``request_timeout_ms``.
 - ``send_raw(topic, value)`` is for tools and tests (poison records, pre-packed load): it
   sends ``value`` as one record, unvalidated.
 
@@ -56,6 +65,7 @@ from typing import Any, Self
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import UnknownTopicOrPartitionError
 
 from pipeline.config import KafkaConfig, TopicsConfig
 from pipeline.contract import Event, EventKind, validate_event
@@ -69,6 +79,7 @@ from pipeline.producer.buffer import (
 )
 from pipeline.producer.errors import (
     BrokerUnavailableError,
+    DeliveryError,
     ProducerClosedError,
     ProducerError,
     TransientDeliveryError,
@@ -93,6 +104,11 @@ def wall_clock_ms() -> int:
 def topic_for(topics: TopicsConfig, kind: EventKind) -> str:
     """The topic that carries events of ``kind``."""
     return topics.topic(kind)
+
+
+# Leaving ``async with`` on an exception (Ctrl-C included) waits this long for what is
+# buffered, then reports the rest instead of waiting for a broker that may never return.
+_EXIT_TIMEOUT_S = 30.0
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:
@@ -150,6 +166,7 @@ class EventProducer:
         self._retry_at = 0.0  # monotonic: no send before this (backoff during an outage)
         self._backoff_s = 0.0
         self._outage_since: float | None = None
+        self._retrying: set[int] = set()  # seqs of records being sent again
         self.records_resent = 0
         """Records sent again after a transient failure."""
         self._sender: asyncio.Task[None] | None = None
@@ -228,6 +245,15 @@ class EventProducer:
                     await asyncio.wait_for(self._wait_released(upto), timeout_s)
                 except TimeoutError:
                     self._raise_undelivered(timeout_s)
+                except asyncio.CancelledError:
+                    held = self._buffer.buffered_events
+                    if held:
+                        log.error(
+                            "the producer was cancelled while closing: %d events were not "
+                            "acknowledged and are lost to this process",
+                            held,
+                        )
+                    raise
                 self._raise_failures()
         finally:
             if self._sender is not None:
@@ -236,7 +262,8 @@ class EventProducer:
                     await self._sender  # a crash was logged by _report_crash
             if self._client is not None:
                 try:  # aiokafka's stop waits for what it holds: bounded during an outage
-                    await asyncio.wait_for(self._client.stop(), 10 if timeout_s else None)
+                    bound = 10 if timeout_s is not None else None
+                    await asyncio.wait_for(self._client.stop(), bound)
                 except TimeoutError:
                     log.warning("the Kafka client did not stop within 10s; abandoned")
             log.info(
@@ -255,8 +282,8 @@ class EventProducer:
         if et is None:
             await self.close()
             return
-        try:  # do not mask the caller's exception with a delivery error
-            await self.close()
+        try:  # do not mask the caller's exception with a delivery error, nor wait forever
+            await self.close(timeout_s=_EXIT_TIMEOUT_S)
         except Exception as exc:
             log.error("closing the producer after %s failed: %s", et.__name__, exc)
 
@@ -337,13 +364,17 @@ class EventProducer:
         records = [Undelivered(r.topic, r.value, r.events, True) for r in in_flight] + [
             Undelivered(r.topic, r.value, r.events, False) for r in waiting
         ]
-        events = sum(r.events for r in records)
-        topics = sorted({r.topic for r in records})
-        raise TransientDeliveryError(
-            f"{len(records)} record(s) with {events} event(s) to {', '.join(topics)} were not "
-            f"acknowledged within {timeout_s:g}s of close ({len(in_flight)} in flight: they "
-            "may have been written); they are in this error's `undelivered`",
-            records=len(records),
+        failures, self._failures = self._failures, []
+        events = sum(r.events for r in records) + sum(n for _, n, _ in failures)
+        topics = sorted({r.topic for r in records} | {t for t, _, _ in failures})
+        refused = [exc for _, _, exc in failures if not is_transient(exc)]
+        cls = DeliveryError if refused else TransientDeliveryError
+        also = f"; {len(failures)} more failed ({failures[0][2]!r})" if failures else ""
+        raise cls(
+            f"{len(records)} record(s) to {', '.join(topics)} were not acknowledged within "
+            f"{timeout_s:g}s of close ({len(in_flight)} in flight: they may have been "
+            f"written); they are in this error's `undelivered`{also}",
+            records=len(records) + len(failures),
             events=events,
             topics=topics,
             undelivered=records,
@@ -421,14 +452,15 @@ class EventProducer:
         if exc is not None:
             self._settle_failure(record, exc)
             return
-        if self._outage_since is not None:
+        self._retrying.discard(record.seq)
+        if self._outage_since is not None and not self._retrying:
             log.info(
                 "the broker acknowledges again after %.1fs; %d records were sent again",
                 time.monotonic() - self._outage_since,
                 self.records_resent,
             )
             self._outage_since = None
-        self._backoff_s = 0.0
+            self._backoff_s = 0.0
         metadata = future.result()
         key = (metadata.topic, metadata.partition)
         end = metadata.offset + 1
@@ -441,9 +473,16 @@ class EventProducer:
     def _settle_failure(self, record: Record, exc: BaseException) -> None:
         """A transient failure: keep the record and send it again after a backoff (see the
         module docstring); anything else: the record failed (reported by flush/close)."""
-        if not is_transient(exc) or self._sender is None or self._sender.done():
+        if (
+            not is_transient(exc)
+            or isinstance(exc, UnknownTopicOrPartitionError)  # a misspelt topic never heals
+            or self._sender is None
+            or self._sender.done()
+        ):
+            self._retrying.discard(record.seq)
             self._failed(record, exc)
             return
+        self._retrying.add(record.seq)
         now = time.monotonic()
         if self._outage_since is None:
             self._outage_since = now

@@ -10,9 +10,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    MessageSizeTooLargeError,
+    UnknownTopicOrPartitionError,
+)
 
-from pipeline.producer import DeliveryError, EventProducer, TransientDeliveryError
+from pipeline.producer import (
+    DeliveryError,
+    EventProducer,
+    Record,
+    RecordBuffer,
+    TransientDeliveryError,
+)
 from tests.unit.test_producer_client import KAFKA, TOPICS, api_call, producer
 
 
@@ -126,3 +136,70 @@ async def test_a_refused_record_is_not_retried_and_flush_reports_it() -> None:
 
 def test_the_fake_matches_the_module_constants() -> None:
     assert KAFKA.idempotent_producer is False
+
+
+@pytest.mark.asyncio
+async def test_one_topic_failing_while_others_flow_backs_off_and_warns_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = FakeClient()
+    calls_topic = TOPICS.sources[next(iter(TOPICS.sources))]
+    failing = {"on": True}
+    failed_attempts = [0]
+    original = client.send
+
+    async def send(topic: str, value: bytes) -> asyncio.Future[Any]:
+        if topic == calls_topic and failing["on"]:
+            failed_attempts[0] += 1
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            future.set_exception(KafkaConnectionError("partition leader away"))
+            return future
+        return await original(topic, value)
+
+    client.send = send  # type: ignore[method-assign]
+    p = started_producer(client)
+    await p.start()
+    with caplog.at_level("INFO", logger="pipeline.producer.client"):
+        await p.send(api_call())
+        for _ in range(20):
+            await p.send_raw("logs", b'{"x":1}')
+            await asyncio.sleep(0.05)
+        attempts = failed_attempts[0]
+        failing["on"] = False
+        await asyncio.wait_for(p.flush(), 10)
+    assert attempts <= 6  # backoff grows although other records succeed meanwhile
+    warnings = [r for r in caplog.records if "did not acknowledge" in r.getMessage()]
+    assert len(warnings) == 1
+    await p.close()
+
+
+@pytest.mark.asyncio
+async def test_an_unknown_topic_fails_instead_of_waiting_forever() -> None:
+    client = FakeClient()
+
+    async def send(topic: str, value: bytes) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_exception(UnknownTopicOrPartitionError())
+        return future
+
+    client.send = send  # type: ignore[method-assign]
+    p = started_producer(client)
+    await p.start()
+    await p.send(api_call())
+    with pytest.raises(DeliveryError):
+        await asyncio.wait_for(p.flush(), 5)
+    await p.close()
+
+
+def test_records_sent_again_keep_their_sealing_order() -> None:
+    buffer = RecordBuffer(max_record_events=1, linger_s=0)
+
+    async def fill() -> list[Record]:
+        for n in range(4):
+            await buffer.put_raw("t", b"%d" % n)
+        return buffer.take_ready()
+
+    taken = asyncio.run(fill())
+    for record in taken:  # failures arrive in order; each goes back to the queue
+        buffer.requeue(record)
+    assert [r.value for r in buffer.take_ready()] == [b"0", b"1", b"2", b"3"]
