@@ -63,7 +63,9 @@ class RepeatLimiter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith(self.prefixes):
             return True
-        key = (record.name, str(record.msg))
+        # The template as logged (another handler's limiter may have annotated record.msg).
+        template = record.__dict__.setdefault("repeat_template", str(record.msg))
+        key = (record.name, template)
         now = self._clock()
         seen = self._seen.get(key)
         if seen is not None and now - seen[0] < self.interval_s:

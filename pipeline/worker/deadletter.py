@@ -100,6 +100,9 @@ class DeadLetterPublisher:
         self._producer: Any = self._new_client()
         self._stale = False  # a transient failure happened: use a new client next time
         self.reconnects = 0
+        # Flushes of different topics publish concurrently; one at a time, so that a
+        # renewal never stops the client under another flush's sends.
+        self._lock = asyncio.Lock()
 
     def _new_client(self) -> Any:
         # Headers (the detail is capped at 1 KiB) and framing fit in the 64 KiB margin.
@@ -154,6 +157,10 @@ class DeadLetterPublisher:
         """
         if not items:
             return
+        async with self._lock:
+            await self._publish(source_topic, items)
+
+    async def _publish(self, source_topic: str, items: Sequence[tuple[Record, Rejected]]) -> None:
         if self._stale:
             await self._renew()
         letters = [self._letter(source_topic, record, rejected) for record, rejected in items]

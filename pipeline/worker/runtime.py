@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from pipeline import db
 from pipeline.config import Config
@@ -208,10 +208,20 @@ class WorkerRuntime:
         or a bug) is raised at once: the worker exits saying why."""
         rng = random.Random()
         attempt = 0
+        gauge = (
+            self.metrics.database_available
+            if setting == "DATABASE_URL"
+            else self.metrics.broker_available
+        )
         while True:
             attempt += 1
+            deadline = self._startup_deadline
             try:
-                await step()
+                if deadline is None:
+                    await step()
+                else:  # a step that hangs (no answer at all) ends at the deadline too
+                    await asyncio.wait_for(step(), max(0.1, deadline - time.monotonic()))
+                gauge.set(1)
                 return
             except Exception as exc:
                 error = classify_startup(exc)
@@ -219,17 +229,17 @@ class WorkerRuntime:
                     raise
                 if not error.retriable:
                     raise error from exc
+                gauge.set(0)
                 delay = self.retry.delay(attempt, rng)
-                if what == "PostgreSQL":
-                    self.metrics.database_available.set(0)
-                deadline = self._startup_deadline
-                if deadline is not None and time.monotonic() + delay > deadline:
+                if deadline is not None and time.monotonic() >= deadline:
                     timeout = self.config.worker.startup_timeout_s
                     raise StartupTimeoutError(
                         f"{what} did not answer within {timeout:g}s of start-up (last error: "
                         f"{error}); check {setting}, or raise PIPELINE_STARTUP_TIMEOUT_S "
                         "(0 waits forever)"
                     ) from exc
+                if deadline is not None:  # one last attempt at the deadline
+                    delay = min(delay, max(0.0, deadline - time.monotonic()))
                 log.warning("%s not usable yet (%s); retrying in %.1fs", what, error, delay)
                 await asyncio.sleep(delay)
 
@@ -325,9 +335,14 @@ class WorkerRuntime:
 
 
 def classify_startup(exc: BaseException) -> PipelineError | None:
-    """:func:`~pipeline.worker.retry.classify`, plus aiokafka's connection errors (joining
-    the group while the broker is down) as retriable."""
-    if isinstance(exc, KafkaConnectionError):
+    """:func:`~pipeline.worker.retry.classify`, plus what aiokafka raises while the broker is
+    down or restarting (joining the group: connection errors, timeouts, retriable errors)
+    as retriable, and a step that did not answer before the start-up deadline."""
+    if isinstance(exc, TimeoutError):
+        return BrokerUnreachableError(f"no answer ({exc!r})")
+    if isinstance(exc, KafkaConnectionError | KafkaTimeoutError) or (
+        isinstance(exc, KafkaError) and exc.retriable
+    ):
         return BrokerUnreachableError(f"cannot reach the Kafka broker ({exc!r})")
     return classify(exc)
 

@@ -131,7 +131,6 @@ class SourceConsumer:
         rebalance_timeout_ms: int = 20_000,
         consumer: Any = None,
         monotonic: Callable[[], float] = time.monotonic,
-        clock: Callable[[], float] = time.time,
         silence_limit_s: float = 10.0,
     ) -> None:
         if start_from not in ("earliest", "latest"):
@@ -151,9 +150,11 @@ class SourceConsumer:
         self._retry = retry or RetryPolicy()
         self._stopped_retry_s = stopped_retry_s
         self._monotonic = monotonic
-        self._clock = clock  # wall clock: aiokafka stamps fetch responses in epoch ms
         self.silence_limit_s = silence_limit_s
-        self._last_contact = clock()
+        # Silence is measured on the monotonic clock: aiokafka stamps each partition's last
+        # fetch response (epoch ms); a stamp that changed means an answer since last look.
+        self._stamps: dict[TopicPartition, int] = {}
+        self._last_contact = monotonic()
         self._consumer: Any = consumer or AIOKafkaConsumer(
             **client_options(kafka),
             group_id=group_id,
@@ -273,27 +274,28 @@ class SourceConsumer:
         """Seconds since the broker last answered a fetch of a partition this consumer
         fetches (0 when it fetches none: paused, held or positioning partitions wait for
         us, not for the broker)."""
-        now = self._clock()
+        now = self._monotonic()
         fetching = self._fetching()
         if not fetching:
             self._last_contact = now
             return 0.0
-        latest = self._last_contact
+        stamps = self._stamps
         for tp in fetching:
             try:
                 stamp = self._consumer.last_poll_timestamp(tp)
             except (AssertionError, IllegalStateError):
                 continue  # no longer assigned in the client
-            if stamp is not None and stamp / 1000 > latest:
-                latest = stamp / 1000
-        self._last_contact = latest
-        return max(0.0, now - latest)
+            if stamp is not None and stamps.get(tp) != stamp:
+                stamps[tp] = stamp
+                self._last_contact = now
+        return max(0.0, now - self._last_contact)
 
     # -- rebalances ------------------------------------------------------------------------
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         for task in list(self._positioning):
             task.cancel()  # a stale watermark read must not seek the next assignment
         for tp in revoked:
+            self._stamps.pop(tp, None)
             self._state.pop(tp, None)
             self._next.pop(tp, None)
             self._stopped_at.pop(tp, None)
@@ -523,7 +525,7 @@ class SourceConsumer:
         if resume:
             self._consumer.resume(*resume)
             # Resumed partitions were not fetched while paused: silence counts from now.
-            self._last_contact = max(self._last_contact, self._clock())
+            self._last_contact = self._monotonic()
         self._paused = want
 
     async def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:

@@ -504,7 +504,7 @@ async def test_broker_silence_counts_from_the_last_fetch_response_of_a_fetching_
         listener=listener,
         metrics=metrics,
         consumer=consumer,
-        clock=wall,
+        monotonic=wall,
         silence_limit_s=10.0,
     )
     await source.start()

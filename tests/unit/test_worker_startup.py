@@ -3,6 +3,9 @@ naming the setting to check (pipeline.worker.runtime.WorkerRuntime._until_ready)
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
@@ -69,3 +72,18 @@ def test_the_timeout_is_validated_and_zero_means_forever() -> None:
     assert WorkerConfig(startup_timeout_s=0).startup_timeout_s == 0
     with pytest.raises(ConfigError, match="PIPELINE_STARTUP_TIMEOUT_S"):
         WorkerConfig(startup_timeout_s=-1)
+
+
+@pytest.mark.asyncio
+async def test_a_step_that_hangs_ends_at_the_deadline() -> None:
+    rt = runtime()
+    rt._startup_deadline = time.monotonic() + 0.2
+
+    async def step() -> None:
+        await asyncio.sleep(3600)  # e.g. joining a group that never assigns
+
+    with pytest.raises(StartupTimeoutError, match="KAFKA_BOOTSTRAP_SERVERS"):
+        await asyncio.wait_for(
+            rt._until_ready("the Kafka broker", "KAFKA_BOOTSTRAP_SERVERS", step), 5
+        )
+    assert rt.metrics.registry.get_sample_value("pipeline_broker_available") == 0
