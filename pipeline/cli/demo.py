@@ -6,23 +6,42 @@ workload) with a progress bar, waits until PostgreSQL's watermark covers every r
 broker acknowledged, prints what an analyst looks at first, and verifies PostgreSQL
 against the generator's exact totals (exit 1 if they differ). Everything it started is
 stopped on exit, Ctrl-C included; ``--keep`` leaves the stack running for exploration.
+
+The demo uses its own services only: KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL are not
+used (it says so when they are set). "The broker is down" means its embedded broker
+stopped (killed, crashed) or would not start: every step that needs the broker runs under
+a watch that checks it still accepts connections; once it has not for
+``_DOWN_FOR_S`` seconds the step is abandoned, the workers and PostgreSQL are stopped, and
+the demo exits 1 with one line on stderr naming the step and a copy of the broker's log
+(the temporary directory it lived in is deleted). That takes well under 30 seconds; it
+never waits out the 15-minute apply timeout. aiokafka's own log lines (several per second
+while a broker is gone) stay off stderr unless ``--log-level INFO`` or ``DEBUG``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
+import shutil
+import socket
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from aiokafka.errors import KafkaError
 
 from pipeline import db
 from pipeline.cli._common import format_table, operator_name
 from pipeline.cli._progress import Progress
 from pipeline.config import Config, DatabaseConfig, KafkaConfig, WorkerConfig
+from pipeline.deadletters.broker import describe, quiet_client_logs
 from pipeline.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from pipeline.errors import EmbeddedServiceError
 from pipeline.kafka import ensure_topics
 from pipeline.launch import WorkerProcess
 from pipeline.maintenance import partitions
@@ -32,6 +51,20 @@ from pipeline.verify import totals_from_database, wait_for_watermarks
 from pipeline.workload import WorkloadSpec
 
 DEMO_GROUP = "demo"
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# The embedded broker counts as stopped once it has refused connections for this long
+# (checked every _PROBE_EVERY_S while a step needs it; one refusal may be a hiccup).
+_DOWN_FOR_S = 3.0
+_PROBE_EVERY_S = 1.0
+# How long an abandoned step may take to wind down (a producer waiting for a broker that
+# is gone needs more than one cancellation), and how long each worker gets to stop once
+# the broker is gone before it is killed (they exit in about 2 s; a kill loses nothing).
+_WIND_DOWN_S = 10.0
+_WORKER_STOP_S = 10.0
+_WORKERS_READY_S = 120.0
 
 
 def register(commands: Any) -> None:
@@ -98,43 +131,160 @@ def run(args: argparse.Namespace, config: Config) -> int:
     if args.workers < 1 or args.workers > args.partitions:
         print(f"--workers must be between 1 and --partitions ({args.partitions})")
         return 2
+    ignored = [name for name, value in (
+        ("KAFKA_BOOTSTRAP_SERVERS", config.kafka), ("DATABASE_URL", config.database),
+    ) if value is not None]  # fmt: skip
+    if ignored:
+        verb = "is" if len(ignored) == 1 else "are"
+        print(f"note: the demo runs its own broker and PostgreSQL; {' and '.join(ignored)} "
+              f"from the environment {verb} not used")  # fmt: skip
     workers: list[WorkerProcess] = []
     ok = False
-    with tempfile.TemporaryDirectory(prefix="pipeline-demo-") as tmp_name:
+    with (
+        quiet_client_logs(args.log_level),
+        tempfile.TemporaryDirectory(prefix="pipeline-demo-") as tmp_name,
+    ):
         tmp = Path(tmp_name)
         data_dir = args.data_dir or tmp / "postgres"
         t = _step(f"starting PostgreSQL 16 (data in {data_dir})")
         with EmbeddedPostgres(data_dir) as pg:
             _done(t)
             t = _step("starting the Tansu Kafka broker")
-            with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
-                _done(t, broker.bootstrap_servers)
+            watch = _BrokerWatch(EmbeddedBroker(log_path=tmp / "broker.log"), tmp / "broker.log")
+            try:
+                watch.start()
+                _done(t, watch.broker.bootstrap_servers)
                 stack = replace(
                     config,
                     database=DatabaseConfig(url=pg.url),
-                    kafka=broker.kafka_config(),
+                    kafka=watch.broker.kafka_config(),
                     worker=WorkerConfig(group_id=DEMO_GROUP),
                 )
                 try:
-                    ok = _run_stack(args, stack, workers, tmp)
+                    ok = _run_stack(args, stack, workers, tmp, watch)
                     if args.keep:
-                        _wait_for_interrupt(pg.url, broker.bootstrap_servers, workers)
+                        _wait_for_interrupt(pg.url, watch, workers)
                 finally:
                     if workers:
                         print("==> stopping the workers", flush=True)
                         for worker in workers:
                             worker.signal(15)
                         for worker in workers:
-                            worker.stop()
+                            worker.stop(_WORKER_STOP_S if watch.gone else None)
+            finally:
+                watch.broker.stop()
                 print("==> stopping the broker and PostgreSQL", flush=True)
     return 0 if ok else 1
 
 
+class _BrokerWatch:
+    """The demo's embedded broker, watched: :meth:`guard` runs a step that needs it and
+    abandons the step when the broker stops accepting connections (see the module
+    docstring); :meth:`stopped` is the one-line error that says so."""
+
+    def __init__(self, broker: EmbeddedBroker, log_path: Path) -> None:
+        self.broker = broker
+        self.log_path = log_path
+        self.gone = False  # the broker was found stopped (the workers need not linger)
+        self._refusing_since: float | None = None
+
+    def start(self) -> None:
+        try:
+            self.broker.start()
+        except EmbeddedServiceError as exc:
+            copy = self._keep_log()
+            raise EmbeddedServiceError(f"{exc}{f' (kept as {copy})' if copy else ''}") from exc
+
+    def _accepts(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.broker.port), timeout=1.0):
+                return True
+        except OSError:
+            return False
+
+    def down(self) -> bool:
+        """Whether the broker has refused connections for ``_DOWN_FOR_S`` (probes now)."""
+        if self._accepts():
+            self._refusing_since = None
+            return False
+        now = time.monotonic()
+        if self._refusing_since is None:
+            self._refusing_since = now
+        self.gone = now - self._refusing_since >= _DOWN_FOR_S
+        return self.gone
+
+    def stopped(self, step: str) -> EmbeddedServiceError:
+        """The error for a broker found stopped during ``step``."""
+        self.gone = True
+        copy = self._keep_log()
+        return EmbeddedServiceError(
+            f"the embedded Kafka broker ({self.broker.bootstrap_servers}) stopped while "
+            f"{step}: the demo cannot go on and stopped everything it started; run it again"
+            + (f" (the broker's log: {copy})" if copy else "")
+        )
+
+    def _keep_log(self) -> str | None:
+        """Copy the broker's log out of the demo's temporary directory (deleted on exit);
+        the copy's path, or None when there is nothing to keep."""
+        try:
+            if not self.log_path.stat().st_size:
+                return None
+            fd, name = tempfile.mkstemp(prefix="pipeline-demo-broker-", suffix=".log")
+            with os.fdopen(fd, "wb") as out, self.log_path.open("rb") as log_file:
+                shutil.copyfileobj(log_file, out)
+        except OSError:
+            return None
+        return name
+
+    async def guard(self, step: str, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` (which needs the broker) and return its result; raise
+        :meth:`stopped` as soon as the broker is found down, or when ``work`` fails
+        because it is. Another Kafka or socket error is raised as an
+        :class:`EmbeddedServiceError` naming the step; anything else propagates."""
+        task = asyncio.ensure_future(work)
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=_PROBE_EVERY_S)
+                if not task.done() and await asyncio.to_thread(self.down):
+                    raise self.stopped(step)
+        finally:
+            if not task.done():
+                await _wind_down(task, step)
+        try:
+            return task.result()
+        except (KafkaError, OSError) as exc:
+            if not await asyncio.to_thread(self._accepts):
+                raise self.stopped(step) from exc
+            raise EmbeddedServiceError(f"{step} failed: {describe(exc)}") from exc
+
+    def check(self, step: str) -> None:
+        """Raise :meth:`stopped` if the broker is down (for synchronous waits)."""
+        if self.down():
+            raise self.stopped(step)
+
+
+async def _wind_down(task: asyncio.Future[Any], step: str) -> None:
+    """Cancel an abandoned step until it ends, for at most ``_WIND_DOWN_S``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _WIND_DOWN_S
+    while not task.done() and loop.time() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+    if not task.done():
+        log.warning("%s did not stop within %gs of being abandoned", step, _WIND_DOWN_S)
+    elif not task.cancelled():
+        task.exception()  # retrieved: its failure is the broker's, reported by the caller
+
+
 def _run_stack(
-    args: argparse.Namespace, config: Config, workers: list[WorkerProcess], tmp: Path
+    args: argparse.Namespace,
+    config: Config,
+    workers: list[WorkerProcess],
+    tmp: Path,
+    watch: _BrokerWatch,
 ) -> bool:
     database, kafka = config.require_database(), config.require_kafka()
-    asyncio.run(_prepare(config, database, kafka, args.partitions))
+    asyncio.run(_prepare(config, database, kafka, args.partitions, watch))
     t = _step(f"starting {args.workers} worker processes (group {DEMO_GROUP!r})")
     for n in range(1, args.workers + 1):
         worker = WorkerProcess(
@@ -142,19 +292,37 @@ def _run_stack(
         )
         worker.start()
         workers.append(worker)
-    for worker in workers:
-        if not worker.wait_ready(120):
-            print(f"worker {worker.worker_id} did not become ready:\n{worker.log_tail(30)}")
-            return False
+    if not _wait_ready(workers, watch):
+        return False
     _done(t, ", ".join(f"{w.worker_id} on :{w.web_port}/metrics" for w in workers))
-    return asyncio.run(_produce_and_verify(args, config, database, kafka))
+    return asyncio.run(_produce_and_verify(args, config, database, kafka, watch))
 
 
-async def _prepare(config: Config, database: DatabaseConfig, kafka: KafkaConfig, n: int) -> None:
+def _wait_ready(workers: list[WorkerProcess], watch: _BrokerWatch) -> bool:
+    """Wait until every worker is ready (False, with its log, if one is not within
+    ``_WORKERS_READY_S`` or exits); raise if the broker stops meanwhile."""
+    deadline = time.monotonic() + _WORKERS_READY_S
+    pending = list(workers)
+    while pending:
+        for worker in list(pending):
+            if worker.ready():
+                pending.remove(worker)
+            elif not worker.running or time.monotonic() > deadline:
+                print(f"worker {worker.worker_id} did not become ready:\n{worker.log_tail(30)}")
+                return False
+        if pending:
+            watch.check("starting the workers")
+            time.sleep(0.2)
+    return True
+
+
+async def _prepare(
+    config: Config, database: DatabaseConfig, kafka: KafkaConfig, n: int, watch: _BrokerWatch
+) -> None:
     t = _step("creating topics")
     topics = config.topics
     names = [*topics.source_topics, topics.dead_letters]
-    created = await ensure_topics(kafka, names, partitions=n)
+    created = await watch.guard("creating topics", ensure_topics(kafka, names, partitions=n))
     _done(t, f"{', '.join(created) or 'all existed'} ({n} partitions each)")
     conn = await db.connect(database, application_name="pipeline-demo")
     try:
@@ -176,7 +344,11 @@ async def _prepare(config: Config, database: DatabaseConfig, kafka: KafkaConfig,
 
 
 async def _produce_and_verify(
-    args: argparse.Namespace, config: Config, database: DatabaseConfig, kafka: KafkaConfig
+    args: argparse.Namespace,
+    config: Config,
+    database: DatabaseConfig,
+    kafka: KafkaConfig,
+    watch: _BrokerWatch,
 ) -> bool:
     spec = WorkloadSpec(
         api_calls=args.events,
@@ -186,8 +358,9 @@ async def _produce_and_verify(
     )
     print(f"==> producing the standard workload: {spec.total_items:,} items ({args.shape})")
     with Progress(spec.total_items, label="producing", unit="events") as bar:
-        report = await produce_workload(
-            kafka, config.topics, spec, shape=args.shape, progress=bar.update
+        report = await watch.guard(
+            "producing the workload",
+            produce_workload(kafka, config.topics, spec, shape=args.shape, progress=bar.update),
         )
     print(
         f"    {report.items:,} items in {report.record_count:,} records in "
@@ -198,8 +371,11 @@ async def _produce_and_verify(
         started = time.perf_counter()
         print("==> waiting until PostgreSQL has applied every record")
         with Progress(report.record_count, label="applying", unit="records") as bar:
-            done = await wait_for_watermarks(
-                conn, DEMO_GROUP, report.acked_offsets, timeout_s=900, progress=bar.update
+            done = await watch.guard(
+                "waiting for the workers to apply the workload",
+                wait_for_watermarks(
+                    conn, DEMO_GROUP, report.acked_offsets, timeout_s=900, progress=bar.update
+                ),
             )
         if not done:
             print("    the workers did not apply everything within 15 minutes")
@@ -283,7 +459,10 @@ async def _print_report(conn: Any) -> None:
     print()
 
 
-def _wait_for_interrupt(database_url: str, bootstrap: str, workers: list[WorkerProcess]) -> None:
+def _wait_for_interrupt(
+    database_url: str, watch: _BrokerWatch, workers: list[WorkerProcess]
+) -> None:
+    bootstrap = watch.broker.bootstrap_servers
     ports = ", ".join(f"http://127.0.0.1:{w.web_port}/metrics" for w in workers)
     print(
         "\nThe stack keeps running until Ctrl-C. In another shell:\n"
@@ -295,6 +474,7 @@ def _wait_for_interrupt(database_url: str, bootstrap: str, workers: list[WorkerP
     )
     try:
         while True:
-            time.sleep(3600)
+            time.sleep(_PROBE_EVERY_S)
+            watch.check("keeping the stack running (--keep)")
     except KeyboardInterrupt:
         print()

@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config import KafkaConfig
-from pipeline.deadletters.read import DeadLetter, DeadLetters, Filters, distinct, read_topics
+from pipeline.deadletters.broker import DEFAULT_BROKER_TIMEOUT_S
+from pipeline.deadletters.read import (
+    DEAD_LETTERS_SETTING,
+    DeadLetter,
+    DeadLetters,
+    Filters,
+    distinct,
+    read_topics,
+)
 from pipeline.deadletters.replay import marked_keys, markers_topic
 
 # Longest value printed per sample in JSON (a whole rejected record may be 1 MiB).
@@ -80,12 +88,14 @@ async def inspect_dead_letters(
     samples: int = 3,
     limit: int | None = None,
     idle_s: float = 2.0,
+    broker_timeout_s: float = DEFAULT_BROKER_TIMEOUT_S,
 ) -> Summary:
     """Read ``topic`` (at most ``limit`` records) and its replay markers; summarize.
 
     Reads without a consumer group and commits nothing. Blocks and raises as
     :func:`pipeline.deadletters.read.read_topics` does (``TopicNotFoundError`` when the
-    dead-letter topic is missing; a missing markers topic means nothing was replayed).
+    dead-letter topic is missing; a missing markers topic means nothing was replayed;
+    ``BrokerDownError`` when the broker does not answer within ``broker_timeout_s``).
     """
     markers = markers_topic(topic)
     read = await read_topics(
@@ -94,6 +104,8 @@ async def inspect_dead_letters(
         idle_s=idle_s,
         limits={topic: limit} if limit is not None else None,
         optional=[markers],
+        settings={topic: DEAD_LETTERS_SETTING},
+        broker_timeout_s=broker_timeout_s,
     )
     return summarize(
         distinct(topic, read[topic]),

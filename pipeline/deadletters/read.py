@@ -10,6 +10,12 @@ reached the end offset observed when reading started, and no record arrived for
 under-report end offsets of partitions written with multi-record batches; the end-offset
 condition keeps a slow first fetch on a real broker from ending the read early.
 
+A broker that cannot be reached is waited for at most ``broker_timeout_s`` seconds
+(retrying), and every later step is bounded by the same budget, so a read never hangs: a
+broker that goes away in the middle (no record for ``broker_timeout_s`` while partitions
+are still behind) raises :class:`~pipeline.deadletters.errors.BrokerDownError` naming
+``KAFKA_BOOTSTRAP_SERVERS`` (see :mod:`pipeline.deadletters.broker`).
+
 :func:`read_dead_letters` parses the dead-letter records written by
 :class:`pipeline.worker.deadletter.DeadLetterPublisher` into :class:`DeadLetter` values and
 drops duplicates by key (delivery to the dead-letter topic is at-least-once).
@@ -25,34 +31,38 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
 
 from pipeline.config import KafkaConfig
-from pipeline.errors import PipelineError
+from pipeline.deadletters.broker import (
+    DEFAULT_BROKER_TIMEOUT_S,
+    bounded,
+    stop_quietly,
+    wait_for_broker,
+)
+from pipeline.deadletters.errors import DeadLetterToolError, TopicNotFoundError
 from pipeline.kafka import client_options, require_codecs
+
+__all__ = [
+    "DEAD_LETTERS_SETTING",
+    "DeadLetter",
+    "DeadLetterToolError",
+    "DeadLetters",
+    "Filters",
+    "TopicNotFoundError",
+    "distinct",
+    "parse_dead_letter",
+    "read_dead_letters",
+    "read_topics",
+]
 
 log = logging.getLogger(__name__)
 
-# How long to keep polling without reaching the end offsets seen at the start before
-# giving up (a broker that stopped answering, a partition without a leader).
-_STUCK_AFTER_S = 60.0
+# The variable naming the dead-letter topic (for messages).
+DEAD_LETTERS_SETTING = "PIPELINE_TOPIC_DEAD_LETTERS"
+# After a read made no progress for the broker timeout: how long to ask the broker whether
+# it is still there (to tell "the broker is gone" from "a partition without a leader").
+_PROBE_S = 5.0
 _POLL_MS = 200
-
-
-class DeadLetterToolError(PipelineError):
-    """The broker could not be read or written (unreachable, timed out, refused).
-
-    Nothing was replayed that is not also marked, except possibly the last chunk (see
-    :mod:`pipeline.deadletters.replay`); running the same command again is safe.
-    """
-
-    retriable = True
-
-
-class TopicNotFoundError(DeadLetterToolError):
-    """A topic that must exist does not (check PIPELINE_TOPIC_DEAD_LETTERS)."""
-
-    retriable = False
 
 
 @dataclass(frozen=True)
@@ -164,12 +174,16 @@ def parse_dead_letter(message: Any) -> DeadLetter:
     )
 
 
-async def _partitions(kafka: KafkaConfig, topics: Sequence[str]) -> dict[str, list[int]]:
+async def _partitions(
+    kafka: KafkaConfig, topics: Sequence[str], timeout_s: float
+) -> dict[str, list[int]]:
     """Partition numbers of each existing topic among ``topics`` (all-topics metadata, so
     that asking never auto-creates a topic)."""
-    admin = AIOKafkaAdminClient(**client_options(kafka))
-    await admin.start()
+    admin = AIOKafkaAdminClient(
+        **client_options(kafka), request_timeout_ms=max(int(timeout_s * 1000), 1000)
+    )
     try:
+        await admin.start()
         described = await admin.describe_topics()
     finally:
         await admin.close()
@@ -187,31 +201,45 @@ async def read_topics(
     idle_s: float = 2.0,
     limits: Mapping[str, int] | None = None,
     optional: Collection[str] = (),
+    settings: Mapping[str, str] | None = None,
+    broker_timeout_s: float = DEFAULT_BROKER_TIMEOUT_S,
 ) -> dict[str, list[Any]]:
     """Read every record of ``topics`` from the beginning; return them per topic.
 
     Blocks until the end is reached (see the module docstring) or, for a topic in
-    ``limits``, until that many records were read from it. A topic in ``optional`` that does
-    not exist yields an empty list. Raises :class:`TopicNotFoundError` for a missing
-    required topic and :class:`DeadLetterToolError` when the broker cannot be read, and
-    :class:`~pipeline.errors.ConfigError` when the client lacks a Kafka codec.
+    ``limits``, until that many records were read from it. A topic in ``optional`` that
+    does not exist yields an empty list; a missing required topic raises
+    :class:`TopicNotFoundError` (a configuration error) naming its variable from
+    ``settings`` (topic -> variable).
+
+    Waits for an unreachable broker at most ``broker_timeout_s`` seconds (retrying), and
+    gives up on one that stops answering after as long without progress:
+    :class:`~pipeline.deadletters.errors.BrokerDownError`. Raises
+    :class:`~pipeline.deadletters.errors.BrokerRefusedError` or another
+    :class:`~pipeline.errors.ConfigError` at once when the broker refuses this client, no
+    bootstrap host resolves, or the client lacks a Kafka codec.
     """
     require_codecs()
     limits = dict(limits or {})
-    try:
-        existing = await _partitions(kafka, topics)
-        missing = [t for t in topics if t not in existing and t not in optional]
-        if missing:
-            raise TopicNotFoundError(f"topic {missing[0]!r} does not exist on the broker")
-        result: dict[str, list[Any]] = {t: [] for t in topics}
-        tps = [TopicPartition(t, p) for t, parts in existing.items() for p in parts]
-        if not tps:
-            return result
-        return await _consume(kafka, tps, result, idle_s, limits)
-    except KafkaError as exc:
-        raise DeadLetterToolError(f"could not read {', '.join(topics)}: {exc!r}") from exc
-    except OSError as exc:
-        raise DeadLetterToolError(f"could not reach the broker: {exc}") from exc
+    settings = dict(settings or {})
+    doing = f"reading {', '.join(topics)}"
+    await wait_for_broker(kafka, timeout_s=broker_timeout_s, doing=doing)
+    existing = await bounded(
+        kafka, _partitions(kafka, topics, broker_timeout_s), timeout_s=broker_timeout_s,
+        doing=doing,
+    )  # fmt: skip
+    missing = [t for t in topics if t not in existing and t not in optional]
+    if missing:
+        setting = settings.get(missing[0])
+        raise TopicNotFoundError(
+            f"topic {missing[0]!r} does not exist on the broker at {kafka.bootstrap}"
+            + (f"; check {setting}" if setting else "")
+        )
+    result: dict[str, list[Any]] = {t: [] for t in topics}
+    tps = [TopicPartition(t, p) for t, parts in existing.items() for p in parts]
+    if not tps:
+        return result
+    return await _consume(kafka, tps, result, idle_s, limits, broker_timeout_s, doing)
 
 
 async def _consume(
@@ -220,6 +248,8 @@ async def _consume(
     result: dict[str, list[Any]],
     idle_s: float,
     limits: dict[str, int],
+    timeout_s: float,
+    doing: str,
 ) -> dict[str, list[Any]]:
     consumer = AIOKafkaConsumer(
         **client_options(kafka),
@@ -227,15 +257,19 @@ async def _consume(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    await consumer.start()
     try:
+        await bounded(kafka, consumer.start(), timeout_s=timeout_s, doing=doing)
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        await bounded(kafka, consumer.seek_to_beginning(*tps), timeout_s=timeout_s, doing=doing)
+        ends: dict[TopicPartition, int] = await bounded(
+            kafka, consumer.end_offsets(tps), timeout_s=timeout_s, doing=doing
+        )
         done: set[str] = set()  # topics whose limit was reached (paused)
         idle_since = time.monotonic()
         while True:
-            batch = await consumer.getmany(timeout_ms=_POLL_MS)
+            batch = await bounded(
+                kafka, consumer.getmany(timeout_ms=_POLL_MS), timeout_s=timeout_s, doing=doing
+            )
             for tp, records in batch.items():
                 if tp.topic in done:
                     continue
@@ -251,32 +285,75 @@ async def _consume(
             idle = time.monotonic() - idle_since
             if idle < idle_s:
                 continue
-            behind = [
-                tp
-                for tp in tps
-                if tp.topic not in done and await consumer.position(tp) < ends.get(tp, 0)
-            ]
+            behind = await bounded(
+                kafka, _behind(consumer, tps, done, ends), timeout_s=timeout_s, doing=doing
+            )
             if not behind:
                 return result
-            if idle >= max(_STUCK_AFTER_S, 10 * idle_s):
-                raise DeadLetterToolError(
-                    f"no progress reading {behind[0].topic} partition {behind[0].partition} "
-                    f"for {idle:.0f}s (end offset {ends.get(behind[0], 0)})"
-                )
+            if idle >= max(timeout_s, idle_s):
+                await _stalled(kafka, behind[0], ends, idle, result, doing, timeout_s)
     finally:
-        await consumer.stop()
+        await stop_quietly(consumer, "consumer")
+
+
+async def _behind(
+    consumer: Any, tps: list[TopicPartition], done: set[str], ends: dict[TopicPartition, int]
+) -> list[tuple[TopicPartition, int]]:
+    """The partitions whose position is short of the end offset seen at the start, with
+    their position."""
+    positions = [(tp, await consumer.position(tp)) for tp in tps if tp.topic not in done]
+    return [(tp, position) for tp, position in positions if position < ends.get(tp, 0)]
+
+
+async def _stalled(
+    kafka: KafkaConfig,
+    behind: tuple[TopicPartition, int],
+    ends: dict[TopicPartition, int],
+    idle: float,
+    result: dict[str, list[Any]],
+    doing: str,
+    timeout_s: float,
+) -> None:
+    """No record arrived for ``idle`` seconds although a partition is behind: raise. Asks
+    the broker first, to say whether it is gone (BrokerDownError, from
+    :func:`~pipeline.deadletters.broker.wait_for_broker`) or answers without delivering
+    (a partition without a leader)."""
+    tp, position = behind
+    got = sum(len(records) for records in result.values())
+    progress = (
+        f"{got} record(s) read, {tp.topic} partition {tp.partition} at offset {position} "
+        f"of {ends.get(tp, 0)}"
+    )
+    probe_s = min(_PROBE_S, timeout_s)
+    await wait_for_broker(kafka, timeout_s=probe_s, doing=f"{doing} ({progress})", waited_s=idle)
+    raise DeadLetterToolError(
+        f"no progress {doing} for {idle:.0f}s ({progress}) although the broker at "
+        f"{kafka.bootstrap} answers: a partition without a leader? (--broker-timeout waits "
+        "longer)"
+    )
 
 
 async def read_dead_letters(
-    kafka: KafkaConfig, topic: str, *, idle_s: float = 2.0, limit: int | None = None
+    kafka: KafkaConfig,
+    topic: str,
+    *,
+    idle_s: float = 2.0,
+    limit: int | None = None,
+    broker_timeout_s: float = DEFAULT_BROKER_TIMEOUT_S,
 ) -> DeadLetters:
     """Read the dead-letter topic ``topic`` (at most ``limit`` records) and drop duplicates.
 
     Same blocking and errors as :func:`read_topics`.
     """
-    limits = {topic: limit} if limit is not None else None
-    records = (await read_topics(kafka, [topic], idle_s=idle_s, limits=limits))[topic]
-    return distinct(topic, records)
+    read = await read_topics(
+        kafka,
+        [topic],
+        idle_s=idle_s,
+        limits={topic: limit} if limit is not None else None,
+        settings={topic: DEAD_LETTERS_SETTING},
+        broker_timeout_s=broker_timeout_s,
+    )
+    return distinct(topic, read[topic])
 
 
 def distinct(topic: str, records: Sequence[Any]) -> DeadLetters:
