@@ -14,7 +14,18 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pipeline import __version__, logs
-from pipeline.cli import db, demo, dlq, importer, migrate, partitions, produce, query, worker
+from pipeline.cli import (
+    db,
+    demo,
+    dlq,
+    importer,
+    keys,
+    migrate,
+    partitions,
+    produce,
+    query,
+    worker,
+)
 from pipeline.config import Config
 from pipeline.errors import ConfigError, PipelineError
 
@@ -43,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(commands)
     dlq.register(commands)
     importer.register(commands)
+    keys.register(commands)
     migrate.register(commands)
     partitions.register(commands)
     produce.register(commands)

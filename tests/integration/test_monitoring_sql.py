@@ -455,7 +455,7 @@ async def test_migrations_applied_and_rolled_back_are_audited(
         # Recorded from 0009 on: the earlier ones ran before the audit trail existed.
         assert applied == [
             "0009_monitoring_tables", "0010_monitoring_grants", "0011_ranking_rollups",
-            "9990_probe",
+            "0012_api_keys", "9990_probe",
         ]  # fmt: skip
         [row] = await audit_rows(conn, "migration.applied", "9990_probe")
         assert row["entity_type"] == "migration" and row["actor_type"] == "system"
@@ -825,7 +825,7 @@ async def test_up_down_up_restores_0008_exactly(fresh_database: DatabaseConfig) 
         first = await snapshot(conn)
         assert any("audit_trail" in line for line in first)
         for _ in range(2):
-            assert [m.version for m in await runner.down(to=8)] == [11, 10, 9]
+            assert [m.version for m in await runner.down(to=8)] == [12, 11, 10, 9]
             assert await snapshot(conn) == at_8
             await runner.up()
             assert await snapshot(conn) == first
