@@ -10,9 +10,9 @@ stopped on exit, Ctrl-C included; ``--keep`` leaves the stack running for explor
 The demo uses its own services only: KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL are not
 used (it says so when they are set). "The broker is down" means its embedded broker
 stopped (killed, crashed) or would not start: every step that needs the broker runs under
-a watch that checks it still accepts connections; once it has not for
-``_DOWN_FOR_S`` seconds the step is abandoned, the workers and PostgreSQL are stopped, and
-the demo exits 1 with one line on stderr naming the step and a copy of the broker's log
+a watch (:mod:`pipeline.cli._brokerwatch`) that checks it still accepts connections; once
+it has not for three seconds the step is abandoned, the workers and PostgreSQL are stopped,
+and the demo exits 1 with one line on stderr naming the step and a copy of the broker's log
 (the temporary directory it lived in is deleted). That takes well under 30 seconds; it
 never waits out the 15-minute apply timeout. aiokafka's own log lines (several per second
 while a broker is gone) stay off stderr unless ``--log-level INFO`` or ``DEBUG``.
@@ -23,25 +23,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import shutil
-import socket
 import tempfile
 import time
-from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aiokafka.errors import KafkaError
-
 from pipeline import db
+from pipeline.cli._brokerwatch import PROBE_EVERY_S, BrokerWatch
 from pipeline.cli._common import format_table, operator_name
 from pipeline.cli._progress import Progress
 from pipeline.config import Config, DatabaseConfig, KafkaConfig, WorkerConfig
-from pipeline.deadletters.broker import describe, quiet_client_logs
+from pipeline.deadletters.broker import quiet_client_logs
 from pipeline.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
-from pipeline.errors import EmbeddedServiceError
 from pipeline.kafka import ensure_topics
 from pipeline.launch import WorkerProcess
 from pipeline.maintenance import partitions
@@ -55,14 +49,8 @@ DEMO_GROUP = "demo"
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# The embedded broker counts as stopped once it has refused connections for this long
-# (checked every _PROBE_EVERY_S while a step needs it; one refusal may be a hiccup).
-_DOWN_FOR_S = 3.0
-_PROBE_EVERY_S = 1.0
-# How long an abandoned step may take to wind down (a producer waiting for a broker that
-# is gone needs more than one cancellation), and how long each worker gets to stop once
-# the broker is gone before it is killed (they exit in about 2 s; a kill loses nothing).
-_WIND_DOWN_S = 10.0
+# How long each worker gets to stop once the broker is gone before it is killed (they
+# exit in about 2 s; a kill loses nothing).
 _WORKER_STOP_S = 10.0
 _WORKERS_READY_S = 120.0
 
@@ -150,7 +138,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
         with EmbeddedPostgres(data_dir) as pg:
             _done(t)
             t = _step("starting the Tansu Kafka broker")
-            watch = _BrokerWatch(EmbeddedBroker(log_path=tmp / "broker.log"), tmp / "broker.log")
+            watch = BrokerWatch(EmbeddedBroker(log_path=tmp / "broker.log"), tmp / "broker.log")
             try:
                 watch.start()
                 _done(t, watch.broker.bootstrap_servers)
@@ -177,111 +165,12 @@ def run(args: argparse.Namespace, config: Config) -> int:
     return 0 if ok else 1
 
 
-class _BrokerWatch:
-    """The demo's embedded broker, watched: :meth:`guard` runs a step that needs it and
-    abandons the step when the broker stops accepting connections (see the module
-    docstring); :meth:`stopped` is the one-line error that says so."""
-
-    def __init__(self, broker: EmbeddedBroker, log_path: Path) -> None:
-        self.broker = broker
-        self.log_path = log_path
-        self.gone = False  # the broker was found stopped (the workers need not linger)
-        self._refusing_since: float | None = None
-
-    def start(self) -> None:
-        try:
-            self.broker.start()
-        except EmbeddedServiceError as exc:
-            copy = self._keep_log()
-            raise EmbeddedServiceError(f"{exc}{f' (kept as {copy})' if copy else ''}") from exc
-
-    def _accepts(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.broker.port), timeout=1.0):
-                return True
-        except OSError:
-            return False
-
-    def down(self) -> bool:
-        """Whether the broker has refused connections for ``_DOWN_FOR_S`` (probes now)."""
-        if self._accepts():
-            self._refusing_since = None
-            return False
-        now = time.monotonic()
-        if self._refusing_since is None:
-            self._refusing_since = now
-        self.gone = now - self._refusing_since >= _DOWN_FOR_S
-        return self.gone
-
-    def stopped(self, step: str) -> EmbeddedServiceError:
-        """The error for a broker found stopped during ``step``."""
-        self.gone = True
-        copy = self._keep_log()
-        return EmbeddedServiceError(
-            f"the embedded Kafka broker ({self.broker.bootstrap_servers}) stopped while "
-            f"{step}: the demo cannot go on and stopped everything it started; run it again"
-            + (f" (the broker's log: {copy})" if copy else "")
-        )
-
-    def _keep_log(self) -> str | None:
-        """Copy the broker's log out of the demo's temporary directory (deleted on exit);
-        the copy's path, or None when there is nothing to keep."""
-        try:
-            if not self.log_path.stat().st_size:
-                return None
-            fd, name = tempfile.mkstemp(prefix="pipeline-demo-broker-", suffix=".log")
-            with os.fdopen(fd, "wb") as out, self.log_path.open("rb") as log_file:
-                shutil.copyfileobj(log_file, out)
-        except OSError:
-            return None
-        return name
-
-    async def guard(self, step: str, work: Coroutine[Any, Any, T]) -> T:
-        """Run ``work`` (which needs the broker) and return its result; raise
-        :meth:`stopped` as soon as the broker is found down, or when ``work`` fails
-        because it is. Another Kafka or socket error is raised as an
-        :class:`EmbeddedServiceError` naming the step; anything else propagates."""
-        task = asyncio.ensure_future(work)
-        try:
-            while not task.done():
-                await asyncio.wait({task}, timeout=_PROBE_EVERY_S)
-                if not task.done() and await asyncio.to_thread(self.down):
-                    raise self.stopped(step)
-        finally:
-            if not task.done():
-                await _wind_down(task, step)
-        try:
-            return task.result()
-        except (KafkaError, OSError) as exc:
-            if not await asyncio.to_thread(self._accepts):
-                raise self.stopped(step) from exc
-            raise EmbeddedServiceError(f"{step} failed: {describe(exc)}") from exc
-
-    def check(self, step: str) -> None:
-        """Raise :meth:`stopped` if the broker is down (for synchronous waits)."""
-        if self.down():
-            raise self.stopped(step)
-
-
-async def _wind_down(task: asyncio.Future[Any], step: str) -> None:
-    """Cancel an abandoned step until it ends, for at most ``_WIND_DOWN_S``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + _WIND_DOWN_S
-    while not task.done() and loop.time() < deadline:
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.5)
-    if not task.done():
-        log.warning("%s did not stop within %gs of being abandoned", step, _WIND_DOWN_S)
-    elif not task.cancelled():
-        task.exception()  # retrieved: its failure is the broker's, reported by the caller
-
-
 def _run_stack(
     args: argparse.Namespace,
     config: Config,
     workers: list[WorkerProcess],
     tmp: Path,
-    watch: _BrokerWatch,
+    watch: BrokerWatch,
 ) -> bool:
     database, kafka = config.require_database(), config.require_kafka()
     asyncio.run(_prepare(config, database, kafka, args.partitions, watch))
@@ -298,7 +187,7 @@ def _run_stack(
     return asyncio.run(_produce_and_verify(args, config, database, kafka, watch))
 
 
-def _wait_ready(workers: list[WorkerProcess], watch: _BrokerWatch) -> bool:
+def _wait_ready(workers: list[WorkerProcess], watch: BrokerWatch) -> bool:
     """Wait until every worker is ready (False, with its log, if one is not within
     ``_WORKERS_READY_S`` or exits); raise if the broker stops meanwhile."""
     deadline = time.monotonic() + _WORKERS_READY_S
@@ -317,7 +206,7 @@ def _wait_ready(workers: list[WorkerProcess], watch: _BrokerWatch) -> bool:
 
 
 async def _prepare(
-    config: Config, database: DatabaseConfig, kafka: KafkaConfig, n: int, watch: _BrokerWatch
+    config: Config, database: DatabaseConfig, kafka: KafkaConfig, n: int, watch: BrokerWatch
 ) -> None:
     t = _step("creating topics")
     topics = config.topics
@@ -348,7 +237,7 @@ async def _produce_and_verify(
     config: Config,
     database: DatabaseConfig,
     kafka: KafkaConfig,
-    watch: _BrokerWatch,
+    watch: BrokerWatch,
 ) -> bool:
     spec = WorkloadSpec(
         api_calls=args.events,
@@ -460,7 +349,7 @@ async def _print_report(conn: Any) -> None:
 
 
 def _wait_for_interrupt(
-    database_url: str, watch: _BrokerWatch, workers: list[WorkerProcess]
+    database_url: str, watch: BrokerWatch, workers: list[WorkerProcess]
 ) -> None:
     bootstrap = watch.broker.bootstrap_servers
     ports = ", ".join(f"http://127.0.0.1:{w.web_port}/metrics" for w in workers)
@@ -474,7 +363,7 @@ def _wait_for_interrupt(
     )
     try:
         while True:
-            time.sleep(_PROBE_EVERY_S)
+            time.sleep(PROBE_EVERY_S)
             watch.check("keeping the stack running (--keep)")
     except KeyboardInterrupt:
         print()
