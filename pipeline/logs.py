@@ -8,10 +8,11 @@ when there is one. Nothing is colored when the output is not a terminal.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -116,3 +117,21 @@ def dict_config(level: str, log_format: str) -> dict[str, Any] | None:
         },
         "root": {"level": level, "handlers": ["default"]},
     }
+
+
+@contextlib.contextmanager
+def quiet_client_logs(level: str | int = logging.WARNING) -> Iterator[None]:
+    """Silence the ``aiokafka`` logger for the duration, unless ``level`` (the command's
+    ``--log-level``) is INFO or more verbose: then its lines are what the user asked for."""
+    if isinstance(level, str):
+        level = logging.getLevelName(level.upper())
+    if isinstance(level, int) and level <= logging.INFO:
+        yield
+        return
+    logger = logging.getLogger("aiokafka")
+    saved = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)

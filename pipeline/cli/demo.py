@@ -34,10 +34,10 @@ from pipeline.cli._brokerwatch import PROBE_EVERY_S, BrokerWatch
 from pipeline.cli._common import format_table, operator_name
 from pipeline.cli._progress import Progress
 from pipeline.config import Config, DatabaseConfig, KafkaConfig, WorkerConfig
-from pipeline.deadletters.broker import quiet_client_logs
 from pipeline.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from pipeline.kafka import ensure_topics
 from pipeline.launch import WorkerProcess
+from pipeline.logs import quiet_client_logs
 from pipeline.maintenance import partitions
 from pipeline.migrations.runner import MigrationRunner
 from pipeline.producer import produce_workload

@@ -20,6 +20,7 @@ from pipeline.cli._progress import Progress
 from pipeline.config import Config, KafkaConfig, TopicsConfig
 from pipeline.kafka import ensure_topics
 from pipeline.kinds import KINDS
+from pipeline.logs import quiet_client_logs
 from pipeline.producer import BrokerUnavailableError, ProduceReport, produce_workload
 from pipeline.workload import WorkloadSpec
 
@@ -224,7 +225,8 @@ def run(args: argparse.Namespace, config: Config, *, clock: Clock = _now_ms) -> 
             file=sys.stderr,
         )
         return 2
-    report = asyncio.run(_produce(args, kafka, config.topics, spec))
+    with quiet_client_logs(args.log_level):  # its failure is reported in one line below
+        report = asyncio.run(_produce(args, kafka, config.topics, spec))
     if args.totals is not None:
         args.totals.write_bytes(report.totals.to_json())
     if not args.quiet:
@@ -241,8 +243,8 @@ async def _produce(
             await ensure_topics(kafka, names, partitions=args.partitions)
         except Exception as exc:  # the admin client raises aiokafka's own errors
             raise BrokerUnavailableError(
-                f"could not connect to Kafka at {kafka.bootstrap} to create the topics: "
-                f"{type(exc).__name__}: {exc}"
+                f"could not connect to Kafka at {kafka.bootstrap} to create the topics "
+                f"({type(exc).__name__}); is it running, and is KAFKA_BOOTSTRAP_SERVERS right?"
             ) from exc
     progress = None if args.quiet else Progress(spec.total_items, label="producing", unit="events")
     try:

@@ -18,18 +18,17 @@ step that talks to the broker is bounded by one budget, ``timeout_s`` (``pipelin
   letting its shutdown replace the outcome: after the broker went away, aiokafka's
   consumer can raise ``CancelledError`` from ``stop()`` (its fetcher awaits tasks it has
   just cancelled), and its producer waits for batches it can no longer send.
-- :func:`quiet_client_logs` keeps aiokafka's own log lines off stderr at the default log
-  level: during an outage it logs several ERROR lines per second (one per reconnection
-  attempt), and the tools report the outage themselves, in one line.
+- :func:`~pipeline.logs.quiet_client_logs` keeps aiokafka's own log lines off stderr at
+  the default log level: during an outage it logs several ERROR lines per second (one per
+  reconnection attempt), and the tools report the outage themselves, in one line.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from aiokafka.errors import KafkaError
@@ -38,6 +37,7 @@ from pipeline.config import KafkaConfig
 from pipeline.deadletters.errors import BrokerDownError, BrokerRefusedError
 from pipeline.errors import BrokerUnreachableError, PipelineError
 from pipeline.kafka import check_topics
+from pipeline.logs import quiet_client_logs as quiet_client_logs  # re-exported
 from pipeline.producer.errors import is_transient
 
 log = logging.getLogger(__name__)
@@ -158,24 +158,6 @@ async def stop_quietly(client: Any, what: str) -> None:
         log.info("stopping the Kafka %s was interrupted by the client itself", what)
     except Exception as exc:  # TimeoutError included: the broker is gone, give up on it
         log.info("stopping the Kafka %s failed: %s", what, describe(exc))
-
-
-@contextlib.contextmanager
-def quiet_client_logs(level: str | int = logging.WARNING) -> Iterator[None]:
-    """Silence the ``aiokafka`` logger for the duration, unless ``level`` (the command's
-    ``--log-level``) is INFO or more verbose: then its lines are what the user asked for."""
-    if isinstance(level, str):
-        level = logging.getLevelName(level.upper())
-    if isinstance(level, int) and level <= logging.INFO:
-        yield
-        return
-    logger = logging.getLogger("aiokafka")
-    saved = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
-    try:
-        yield
-    finally:
-        logger.setLevel(saved)
 
 
 async def bounded(
