@@ -228,6 +228,7 @@ class EmbeddedPostgres:
         self.data_dir = Path(data_dir).resolve()
         self.database = database
         self._server: Any = None
+        self._restarted = False  # start_server ran: pgserver no longer owns the postmaster
 
     @property
     def bin_dir(self) -> Path:
@@ -318,15 +319,26 @@ class EmbeddedPostgres:
             "-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}",
             "-l", str(self.data_dir / "log"), "start",
         )  # fmt: skip
+        self._restarted = True
 
     def stop(self) -> None:
-        """Stop the server (pgserver keeps it while other processes still use it)."""
-        server, self._server = self._server, None
-        if server is not None:
+        """Stop the server (pgserver keeps it while other processes still use it). A
+        server restarted by :meth:`start_server` is stopped with pg_ctl: pgserver's
+        cleanup only knows the postmaster it started, and would leave this one running."""
+        server = self._server
+        if server is None:
+            return
+        try:
+            server.cleanup()
+        except Exception as exc:  # stopping must not mask the caller's own error
+            log.warning("stopping the embedded PostgreSQL failed: %s", exc)
+        if self._restarted and (self.data_dir / "postmaster.pid").exists():
             try:
-                server.cleanup()
-            except Exception as exc:  # stopping must not mask the caller's own error
-                log.warning("stopping the embedded PostgreSQL failed: %s", exc)
+                self._pg_ctl("-w", "-m", "fast", "stop")
+            except EmbeddedServiceError as exc:
+                log.warning("stopping the restarted embedded PostgreSQL failed: %s", exc)
+        self._server = None
+        self._restarted = False
 
     def __enter__(self) -> Self:
         self.start()
