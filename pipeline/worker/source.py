@@ -155,6 +155,7 @@ class SourceConsumer:
         # fetch response (epoch ms); a stamp that changed means an answer since last look.
         self._stamps: dict[TopicPartition, int] = {}
         self._last_contact = monotonic()
+        self._silence_checked_at = float("-inf")
         self._consumer: Any = consumer or AIOKafkaConsumer(
             **client_options(kafka),
             group_id=group_id,
@@ -267,7 +268,11 @@ class SourceConsumer:
             self._too_large(exc)
             return {}
         self._note(fetched)
-        self._metrics.broker_available.set(int(self.broker_silence_s() < self.silence_limit_s))
+        now = self._monotonic()
+        if now >= self._silence_checked_at + 1.0:  # not per poll: it asks every partition
+            self._silence_checked_at = now
+            available = self.broker_silence_s() < self.silence_limit_s
+            self._metrics.broker_available.set(int(available))
         return fetched
 
     def broker_silence_s(self) -> float:

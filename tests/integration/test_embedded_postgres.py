@@ -1,5 +1,9 @@
 """The embedded PostgreSQL leaves nothing running, also after a stop and restart (what the
-PostgreSQL outage tests do to the suite's own server)."""
+PostgreSQL outage tests do to the suite's own server).
+
+This path alone does not reproduce the leak the suite had (pgserver's cleanup stops the
+server here); the leak showed when the PostgreSQL-outage test ran in a pytest session, and
+was checked that way. This keeps stop() after a restart honest: nothing left, no error."""
 
 from __future__ import annotations
 
