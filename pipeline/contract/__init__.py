@@ -8,6 +8,7 @@ Public surface (see ``docs/events.md`` for the contract itself):
   :class:`LogLevel` and :class:`AuditActorType` are their enums.
 - :func:`decode_record`: the worker's hot path, record bytes -> valid events + rejects.
 - :func:`validate_event`: validate one decoded object, raising :class:`ContractError`.
+- :func:`kind_named`: the kind an event's ``type`` names (where no topic says it).
 - :class:`Reason` and ``REASON_DESCRIPTIONS``: the stable dead-letter reason codes.
 - :func:`load_schema`: the packaged JSON Schema of a kind.
 
@@ -27,6 +28,7 @@ Reading guide, one job per module:
 Importing this package does no I/O.
 """
 
+from pipeline.contract._event_base import kind_named
 from pipeline.contract.events import (
     Analysis,
     AnalysisStatus,
@@ -60,6 +62,7 @@ __all__ = [
     "Reason",
     "SystemLog",
     "decode_record",
+    "kind_named",
     "load_schema",
     "validate_event",
 ]

@@ -14,7 +14,7 @@ from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -35,6 +35,17 @@ class EventKind(StrEnum):
     SYSTEM_LOG = "system_log"
     PERFORMANCE_METRIC = "performance_metric"
     AUDIT = "audit"
+
+
+_KINDS_BY_NAME: Final[dict[str, EventKind]] = {kind.value: kind for kind in EventKind}
+
+
+def kind_named(name: object) -> EventKind | None:
+    """The kind whose wire name (an event's ``type``) is ``name``; None for anything else.
+
+    Where the kind comes from the event itself rather than its topic (``pipeline import``,
+    ``pipeline http``), this picks the validator and the topic."""
+    return _KINDS_BY_NAME.get(name) if isinstance(name, str) else None
 
 
 def _usd(e8: int) -> Decimal:

@@ -27,14 +27,13 @@ from typing import Final
 
 import orjson
 
-from pipeline.contract import ContractError, Event, EventKind, validate_event
+from pipeline.contract import ContractError, Event, EventKind, kind_named, validate_event
 from pipeline.importer.csv_cells import CellError, typed_row
 from pipeline.importer.sources import Line, Source
 
 __all__ = ["Chunk", "OutRecord", "Reject", "chunks", "classify", "record_key"]
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_KINDS: Final = {kind.value: kind for kind in EventKind}
 _ORDER: Final = {kind: n for n, kind in enumerate(EventKind)}
 
 
@@ -101,11 +100,11 @@ def classify(
         name = value.get("type")
         if name is None or name == "":
             return Reject("unknown_event_type", "no type field, and no --kind given")
-        line_kind = _KINDS.get(name) if isinstance(name, str) else None
+        line_kind = kind_named(name)
         if line_kind is None:
             return Reject(
                 "unknown_event_type",
-                f"type: {name!r} is not an event kind (one of {', '.join(_KINDS)})",
+                f"type: {name!r} is not an event kind (one of {', '.join(EventKind)})",
             )
     try:
         obj = typed_row(line_kind, value) if cells else value
