@@ -306,6 +306,95 @@ class AnalyticsConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """Settings of one ``pipeline http`` process (:mod:`pipeline.http`).
+
+    Limits apply per request: ``max_body_bytes`` to the body after decompression,
+    ``max_events`` to its events. The per-key token bucket holds ``rate_limit_burst_events``
+    events and refills ``rate_limit_events_per_s`` a second (0: no limit). A key is
+    remembered ``key_cache_ttl_s`` (so a revocation takes effect within that time). A
+    request's events must be acknowledged by the broker within ``publish_timeout_s``
+    (else 503); its body must arrive within ``request_timeout_s`` (else 408). On SIGTERM
+    in-flight requests get ``shutdown_timeout_s`` to finish."""
+
+    host: str = "0.0.0.0"  # a server listens on every interface; the ingress decides
+    port: int = 8080
+    max_body_bytes: int = 1_048_576
+    max_events: int = 1_000
+    request_timeout_s: float = 30.0
+    publish_timeout_s: float = 10.0
+    rate_limit_events_per_s: float = 5_000.0
+    rate_limit_burst_events: int = 10_000
+    key_cache_ttl_s: float = 10.0
+    keepalive_timeout_s: float = 75.0
+    shutdown_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"PIPELINE_HTTP_PORT must be 0..65535, got {self.port}")
+        if self.max_body_bytes < 1024:
+            raise ConfigError(
+                f"PIPELINE_HTTP_MAX_BODY_BYTES must be at least 1024, got {self.max_body_bytes}"
+            )
+        _positive("PIPELINE_HTTP_MAX_EVENTS", self.max_events)
+        _positive("PIPELINE_HTTP_REQUEST_TIMEOUT_S", self.request_timeout_s)
+        _positive("PIPELINE_HTTP_PUBLISH_TIMEOUT_S", self.publish_timeout_s)
+        if self.rate_limit_events_per_s < 0:
+            raise ConfigError(
+                "PIPELINE_HTTP_RATE_LIMIT_EVENTS_PER_S must be >= 0 (0: no limit), "
+                f"got {self.rate_limit_events_per_s}"
+            )
+        if self.rate_limit_events_per_s and self.rate_limit_burst_events < self.max_events:
+            raise ConfigError(
+                "PIPELINE_HTTP_RATE_LIMIT_BURST_EVENTS must be at least PIPELINE_HTTP_MAX_EVENTS "
+                f"({self.max_events}), or a full request could never pass; "
+                f"got {self.rate_limit_burst_events}"
+            )
+        _positive("PIPELINE_HTTP_KEY_CACHE_TTL_S", self.key_cache_ttl_s)
+        _positive("PIPELINE_HTTP_KEEPALIVE_TIMEOUT_S", self.keepalive_timeout_s)
+        _positive("PIPELINE_HTTP_SHUTDOWN_TIMEOUT_S", self.shutdown_timeout_s)
+
+    def to_env(self) -> dict[str, str]:
+        """The ``PIPELINE_HTTP_*`` variables that rebuild these settings."""
+        return {
+            "PIPELINE_HTTP_HOST": self.host,
+            "PIPELINE_HTTP_PORT": str(self.port),
+            "PIPELINE_HTTP_MAX_BODY_BYTES": str(self.max_body_bytes),
+            "PIPELINE_HTTP_MAX_EVENTS": str(self.max_events),
+            "PIPELINE_HTTP_REQUEST_TIMEOUT_S": str(self.request_timeout_s),
+            "PIPELINE_HTTP_PUBLISH_TIMEOUT_S": str(self.publish_timeout_s),
+            "PIPELINE_HTTP_RATE_LIMIT_EVENTS_PER_S": str(self.rate_limit_events_per_s),
+            "PIPELINE_HTTP_RATE_LIMIT_BURST_EVENTS": str(self.rate_limit_burst_events),
+            "PIPELINE_HTTP_KEY_CACHE_TTL_S": str(self.key_cache_ttl_s),
+            "PIPELINE_HTTP_KEEPALIVE_TIMEOUT_S": str(self.keepalive_timeout_s),
+            "PIPELINE_HTTP_SHUTDOWN_TIMEOUT_S": str(self.shutdown_timeout_s),
+        }
+
+
+def _http_from_env(reader: _Reader) -> HttpConfig:
+    d = HttpConfig()
+    return HttpConfig(
+        host=reader.text("PIPELINE_HTTP_HOST") or d.host,
+        port=reader.integer("PIPELINE_HTTP_PORT", d.port),
+        max_body_bytes=reader.integer("PIPELINE_HTTP_MAX_BODY_BYTES", d.max_body_bytes),
+        max_events=reader.integer("PIPELINE_HTTP_MAX_EVENTS", d.max_events),
+        request_timeout_s=reader.number("PIPELINE_HTTP_REQUEST_TIMEOUT_S", d.request_timeout_s),
+        publish_timeout_s=reader.number("PIPELINE_HTTP_PUBLISH_TIMEOUT_S", d.publish_timeout_s),
+        rate_limit_events_per_s=reader.number(
+            "PIPELINE_HTTP_RATE_LIMIT_EVENTS_PER_S", d.rate_limit_events_per_s
+        ),
+        rate_limit_burst_events=reader.integer(
+            "PIPELINE_HTTP_RATE_LIMIT_BURST_EVENTS", d.rate_limit_burst_events
+        ),
+        key_cache_ttl_s=reader.number("PIPELINE_HTTP_KEY_CACHE_TTL_S", d.key_cache_ttl_s),
+        keepalive_timeout_s=reader.number(
+            "PIPELINE_HTTP_KEEPALIVE_TIMEOUT_S", d.keepalive_timeout_s
+        ),
+        shutdown_timeout_s=reader.number("PIPELINE_HTTP_SHUTDOWN_TIMEOUT_S", d.shutdown_timeout_s),
+    )
+
+
+@dataclass(frozen=True)
 class MigrationsConfig:
     """Where migrations live and how long a runner waits for another one to finish."""
 
@@ -329,6 +418,7 @@ class Config:
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     migrations: MigrationsConfig = field(default_factory=MigrationsConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     state_dir: Path = field(default_factory=lambda: Path(".state"))
     log_format: str = "text"
 
@@ -426,6 +516,7 @@ class Config:
             PIPELINE_STATE_DIR=str(self.state_dir),
             PIPELINE_LOG_FORMAT=self.log_format,
         )
+        env.update(self.http.to_env())
         return env
 
     @classmethod
@@ -527,6 +618,7 @@ class Config:
             topics=topics,
             worker=worker,
             migrations=migrations,
+            http=_http_from_env(reader),
             state_dir=Path(reader.text("PIPELINE_STATE_DIR") or ".state"),
             log_format=(reader.text("PIPELINE_LOG_FORMAT") or "text").lower(),
         )

@@ -6,7 +6,8 @@ one process, or tests running in parallel, never share counters. Names follow Pr
 conventions: ``_total`` counters, ``_seconds`` durations, base units.
 
 :class:`Metrics` is the worker's; :class:`AnalyticsMetrics` belongs to whatever process
-routes analyst queries (:mod:`pipeline.analytics.routing`).
+routes analyst queries (:mod:`pipeline.analytics.routing`); :class:`HttpMetrics` is the
+HTTP ingestion server's (:mod:`pipeline.http`).
 
 The alert rules (deploy/) and the dashboard refer to these names; a static test checks that
 every name they use is defined here (:data:`METRIC_NAMES`).
@@ -196,6 +197,67 @@ class AnalyticsMetrics:
         )
 
 
+_HTTP_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class HttpMetrics:
+    """The HTTP ingestion server's metrics (:mod:`pipeline.http`). ``status`` labels are
+    HTTP status codes; ``reason`` labels are the contract's reason codes plus
+    ``organization_mismatch``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "pipeline_http_requests_total",
+            "Requests to POST /v1/events, by response status code.",
+            ["status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "pipeline_http_request_duration_seconds",
+            "Time from a POST /v1/events request's arrival to its response (body read, "
+            "validation and the broker's acknowledgement included).",
+            buckets=_HTTP_SECONDS,
+            registry=r,
+        )
+        self.events_accepted = Counter(
+            "pipeline_http_events_accepted_total",
+            "Events acknowledged by the broker (durable), by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.events_rejected = Counter(
+            "pipeline_http_events_rejected_total",
+            "Events rejected in a request, by reason code (the client is told; nothing is "
+            "dead-lettered).",
+            ["reason"],
+            registry=r,
+        )
+        self.events_unavailable = Counter(
+            "pipeline_http_events_unavailable_total",
+            "Valid events not acknowledged because the broker was unavailable (503; the "
+            "client is told to send them again).",
+            registry=r,
+        )
+        self.request_bytes = Counter(
+            "pipeline_http_request_bytes_total",
+            "Request body bytes received by POST /v1/events, as sent (before decompression).",
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "pipeline_http_in_flight_requests",
+            "POST /v1/events requests being handled.",
+            registry=r,
+        )
+        self.broker_available = Gauge(
+            "pipeline_http_broker_available",
+            "1 while the Kafka broker answered within the last 10 s, else 0 (POST "
+            "/v1/events then answers 503).",
+            registry=r,
+        )
+
+
 METRIC_NAMES = frozenset(
     {
         "pipeline_events_consumed_total",
@@ -223,5 +285,13 @@ METRIC_NAMES = frozenset(
         "pipeline_analytics_route_total",
         "pipeline_analytics_replica_lag_seconds",
         "pipeline_analytics_replica_healthy",
+        "pipeline_http_requests_total",
+        "pipeline_http_request_duration_seconds",
+        "pipeline_http_events_accepted_total",
+        "pipeline_http_events_rejected_total",
+        "pipeline_http_events_unavailable_total",
+        "pipeline_http_request_bytes_total",
+        "pipeline_http_in_flight_requests",
+        "pipeline_http_broker_available",
     }
 )

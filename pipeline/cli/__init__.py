@@ -18,6 +18,7 @@ from pipeline.cli import (
     db,
     demo,
     dlq,
+    http,
     importer,
     keys,
     migrate,
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.register(commands)
     demo.register(commands)
     dlq.register(commands)
+    http.register(commands)
     importer.register(commands)
     keys.register(commands)
     migrate.register(commands)

@@ -35,7 +35,10 @@ def register(commands: Any) -> None:
     listing.add_argument("--all", action="store_true", help="include revoked keys")
     listing.add_argument("--format", choices=["table", "json"], default="table")
     listing.set_defaults(handler=_list)
-    revoke = sub.add_parser("revoke", help="revoke a key by its id (takes effect at once)")
+    revoke = sub.add_parser(
+        "revoke",
+        help="revoke a key by its id (HTTP servers refuse it within PIPELINE_HTTP_KEY_CACHE_TTL_S)",
+    )
     revoke.add_argument("key_id", help="the 12 hex characters after evk_ (see `keys list`)")
     revoke.set_defaults(handler=_revoke)
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from pipeline.metrics import METRIC_NAMES, AnalyticsMetrics, Metrics
+from pipeline.metrics import METRIC_NAMES, AnalyticsMetrics, HttpMetrics, Metrics
 
 
 def test_metric_names_match_the_registry() -> None:
     registry = CollectorRegistry()
     Metrics(registry)
     AnalyticsMetrics(registry)
+    HttpMetrics(registry)
     registered = {m.name for m in registry.collect()}
     # prometheus_client strips _total from counter family names.
     normalised = {n[: -len("_total")] if n.endswith("_total") else n for n in METRIC_NAMES}

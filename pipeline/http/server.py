@@ -1,0 +1,201 @@
+"""The ``pipeline http`` process: start-up, serving, graceful shutdown.
+
+:func:`serve` connects to PostgreSQL (API keys) and the broker, each retried while it is
+transiently unavailable until ``PIPELINE_STARTUP_TIMEOUT_S`` (then
+:class:`~pipeline.errors.StartupTimeoutError` names the setting to check), checks that the
+``api_keys`` table and every kind's topic exist (else :class:`~pipeline.errors.ConfigError`
+saying what to run), then listens. A probe asks the broker for metadata every 2 s
+(``/readyz``, and 503s without waiting while it does not answer).
+
+Returns after ``stop`` is set (the CLI sets it on SIGTERM/SIGINT): the listening socket is
+closed and ``/readyz`` says 503 at once, requests under way (a body still arriving
+included) get ``shutdown_timeout_s`` to finish, answers carry ``Connection: close``, then
+the connections, the producer and the pool are closed. After start-up nothing but a bug ends
+it early: a broker or PostgreSQL outage is answered with 503s until it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from pipeline import db
+from pipeline.config import Config
+from pipeline.errors import (
+    BrokerUnreachableError,
+    ConfigError,
+    PipelineError,
+    StartupTimeoutError,
+    classify_database_error,
+)
+from pipeline.http.app import Ingest, build_app
+from pipeline.http.keys import KeyCache
+from pipeline.http.publish import Publisher
+from pipeline.http.ratelimit import RateLimiter
+from pipeline.kafka import check_topics
+from pipeline.metrics import HttpMetrics
+from pipeline.producer.errors import is_transient
+
+__all__ = ["serve"]
+
+log = logging.getLogger(__name__)
+
+_PROBE_INTERVAL_S: Final = 2.0
+
+
+def _classify(exc: BaseException) -> PipelineError | None:
+    mapped = classify_database_error(exc)
+    if mapped is not None:
+        return mapped
+    if is_transient(exc):
+        return BrokerUnreachableError(f"{type(exc).__name__}: {exc}")
+    return None
+
+
+async def _until_ready(
+    what: str, setting: str, step: Callable[[], Awaitable[Any]], deadline: float | None
+) -> Any:
+    """Run ``step`` until it succeeds: transient failures are retried (backoff, one warning
+    each) until ``deadline`` (monotonic; None: forever); anything else is raised."""
+    rng = random.Random()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            if deadline is None:
+                return await step()
+            return await asyncio.wait_for(step(), max(0.1, deadline - time.monotonic()))
+        except Exception as exc:
+            error = _classify(exc)
+            if error is None or (error is exc and not error.retriable):
+                raise
+            if not error.retriable:
+                raise error from exc
+            if deadline is not None and time.monotonic() >= deadline:
+                raise StartupTimeoutError(
+                    f"{what} did not answer at start-up (last error: {error}); check "
+                    f"{setting}, or raise PIPELINE_STARTUP_TIMEOUT_S (0 waits forever)"
+                ) from exc
+            delay = min(5.0, 0.1 * 2 ** min(attempt, 10)) * rng.uniform(0.5, 1.0)
+            if deadline is not None:
+                delay = min(delay, max(0.0, deadline - time.monotonic()))
+            log.warning("%s not usable yet (%s); retrying in %.1fs", what, error, delay)
+            await asyncio.sleep(delay)
+
+
+async def _require_api_keys_table(pool: Any) -> None:
+    async with pool.acquire() as conn:
+        found = await conn.fetchval("SELECT to_regclass('api_keys') IS NOT NULL")
+    if not found:
+        raise ConfigError(
+            "the database has no api_keys table: run `pipeline migrate up` (migration 0012), "
+            "or point DATABASE_URL at the pipeline's database"
+        )
+
+
+async def _probe(publisher: Publisher, metrics: HttpMetrics) -> None:
+    while True:
+        await asyncio.sleep(_PROBE_INTERVAL_S)
+        await publisher.probe()
+        metrics.broker_available.set(1 if publisher.available else 0)
+
+
+async def serve(
+    config: Config,
+    stop: asyncio.Event,
+    *,
+    registry: CollectorRegistry | None = None,
+    on_listening: Callable[[str, int], None] | None = None,
+) -> None:
+    """Run the server until ``stop`` is set; see the module docstring.
+
+    ``on_listening(host, port)`` is called once the socket listens (the port is the real
+    one when ``PIPELINE_HTTP_PORT`` is 0). Raises :class:`ConfigError` (exit 2) or
+    :class:`StartupTimeoutError` (exit 1) when it cannot start.
+    """
+    settings = config.http
+    kafka = config.require_kafka()
+    database = config.require_database()
+    timeout_s = config.worker.startup_timeout_s
+    deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
+    metrics = HttpMetrics(registry)
+
+    pool = await _until_ready(
+        "PostgreSQL",
+        "DATABASE_URL",
+        lambda: db.create_pool(database, application_name="pipeline-http"),
+        deadline,
+    )
+    publisher = Publisher(kafka, config.topics, publish_timeout_s=settings.publish_timeout_s)
+    keys = KeyCache(pool, ttl_s=settings.key_cache_ttl_s)
+    runner: web.AppRunner | None = None
+    probe: asyncio.Task[None] | None = None
+    try:
+        await _require_api_keys_table(pool)
+        await _until_ready(
+            "the Kafka broker",
+            "KAFKA_BOOTSTRAP_SERVERS",
+            lambda: check_topics(kafka, config.topics.settings()),
+            deadline,
+        )
+        await _until_ready("the Kafka broker", "KAFKA_BOOTSTRAP_SERVERS", publisher.start, deadline)
+        metrics.broker_available.set(1)
+        ingest = Ingest(
+            config=settings,
+            keys=keys,
+            limiter=RateLimiter(settings.rate_limit_events_per_s, settings.rate_limit_burst_events),
+            publisher=publisher,
+            metrics=metrics,
+        )
+        runner = web.AppRunner(
+            build_app(ingest),
+            access_log=None,  # one line per request is too many; see the metrics
+            auto_decompress=False,  # pipeline.http.body inflates, bounded by the body limit
+            keepalive_timeout=settings.keepalive_timeout_s,
+            shutdown_timeout=settings.shutdown_timeout_s,
+            handle_signals=False,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        log.info("accepting events on http://%s:%s/v1/events", host, port)
+        if on_listening is not None:
+            on_listening(host, port)
+        probe = asyncio.create_task(_probe(publisher, metrics), name="broker-probe")
+        await stop.wait()
+        log.info(
+            "stopping: finishing requests under way (at most %gs)", settings.shutdown_timeout_s
+        )
+        # No new connections; requests under way (bodies still arriving included: aiohttp's
+        # own shutdown would stop reading them) finish before the connections are closed.
+        ingest.stopping = True
+        for listening in list(runner.sites):
+            await listening.stop()
+        if not await ingest.drain(settings.shutdown_timeout_s):
+            log.warning(
+                "%d requests still under way after PIPELINE_HTTP_SHUTDOWN_TIMEOUT_S (%gs); "
+                "they are cut off",
+                ingest.in_flight,
+                settings.shutdown_timeout_s,
+            )
+    finally:
+        if runner is not None:
+            await runner.cleanup()  # closes the connections left (idle ones, after a drain)
+        if probe is not None:
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe
+        await keys.close()
+        with contextlib.suppress(Exception):
+            await publisher.close()
+        await pool.close()
+    log.info("stopped")
