@@ -324,8 +324,13 @@ def test_scaling_matches_the_partition_count() -> None:
     init = service_env("kafka-init")
     scaled = k8s("ScaledObject")
     assert scaled["spec"]["maxReplicaCount"] == int(init["TOPIC_PARTITIONS"])
-    assert scaled["spec"]["scaleTargetRef"]["name"] == k8s("Deployment")["metadata"]["name"]
-    assert "replicas" not in k8s("Deployment")["spec"], "KEDA owns the replica count"
+    assert (
+        scaled["spec"]["scaleTargetRef"]["name"]
+        == k8s("Deployment", "pipeline-worker")["metadata"]["name"]
+    )
+    assert "replicas" not in k8s("Deployment", "pipeline-worker")["spec"], (
+        "KEDA owns the replica count"
+    )
     trigger = scaled["spec"]["triggers"][0]
     assert trigger["type"] == "kafka"
     cm = configmap_env()
@@ -348,14 +353,14 @@ def test_probes_and_scrapes_point_at_the_worker_web_views() -> None:
     paths = served_paths()
     assert {"/metrics", "/healthz", "/readyz"} <= paths
     config = Config.from_env(configmap_env())
-    container = k8s("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    container = k8s("Deployment", "pipeline-worker")["spec"]["template"]["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["web"] == config.worker.web_port
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["port"] in (ports["web"], "web"), probe
-    service = k8s("Service")
+    service = k8s("Service", "pipeline-worker-metrics")
     assert service["spec"]["ports"][0]["targetPort"] in (ports["web"], "web")
     assert service["spec"]["publishNotReadyAddresses"] is True
     # compose: Prometheus finds the scaled worker service by DNS, on the worker's port.
@@ -379,7 +384,7 @@ def seconds(duration: str) -> float:
 
 def test_grace_periods_outlast_the_shutdown_timeout() -> None:
     config = Config.from_env(configmap_env())
-    pod = k8s("Deployment")["spec"]["template"]["spec"]
+    pod = k8s("Deployment", "pipeline-worker")["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] > config.worker.shutdown_timeout_s
     worker = compose()["services"]["worker"]
     shutdown = Config.from_env(service_env("worker")).worker.shutdown_timeout_s
