@@ -127,6 +127,8 @@ async def serve(
     timeout_s = config.worker.startup_timeout_s
     deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
     metrics = HttpMetrics(registry)
+    # Every kind's topic must exist (the server writes them all); the dead-letter one need not.
+    sources = {t: v for t, v in config.topics.settings().items() if t != config.topics.dead_letters}
 
     pool = await _until_ready(
         "PostgreSQL",
@@ -143,7 +145,7 @@ async def serve(
         await _until_ready(
             "the Kafka broker",
             "KAFKA_BOOTSTRAP_SERVERS",
-            lambda: check_topics(kafka, config.topics.settings()),
+            lambda: check_topics(kafka, sources),
             deadline,
         )
         await _until_ready("the Kafka broker", "KAFKA_BOOTSTRAP_SERVERS", publisher.start, deadline)
