@@ -11,6 +11,7 @@ Units are in the names: ``_ms`` milliseconds, ``_s`` seconds.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -38,7 +39,7 @@ def redact_url(url: str) -> str:
 
 
 def _positive(name: str, value: float) -> None:
-    if value <= 0:
+    if not value > 0:  # NaN too
         raise ConfigError(f"{name} must be greater than 0, got {value!r}")
 
 
@@ -339,7 +340,7 @@ class HttpConfig:
         _positive("PIPELINE_HTTP_MAX_EVENTS", self.max_events)
         _positive("PIPELINE_HTTP_REQUEST_TIMEOUT_S", self.request_timeout_s)
         _positive("PIPELINE_HTTP_PUBLISH_TIMEOUT_S", self.publish_timeout_s)
-        if self.rate_limit_events_per_s < 0:
+        if not 0 <= self.rate_limit_events_per_s < float("inf"):
             raise ConfigError(
                 "PIPELINE_HTTP_RATE_LIMIT_EVENTS_PER_S must be >= 0 (0: no limit), "
                 f"got {self.rate_limit_events_per_s}"
@@ -658,9 +659,12 @@ class _Reader:
         if raw is None:
             return default
         try:
-            return float(raw)
+            value = float(raw)
         except ValueError:
             raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+        return value
 
 
 def _database_from_env(reader: _Reader) -> DatabaseConfig | None:

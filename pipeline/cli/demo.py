@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import tempfile
 import time
 from dataclasses import replace
@@ -116,6 +117,9 @@ def _done(started: float, detail: str = "") -> None:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    # SIGTERM (`timeout`, `kill`, a supervisor) stops the demo like Ctrl-C: everything it
+    # started is stopped, instead of the broker and PostgreSQL being left behind.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.workers < 1 or args.workers > args.partitions:
         print(f"--workers must be between 1 and --partitions ({args.partitions})")
         return 2

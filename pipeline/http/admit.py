@@ -36,8 +36,9 @@ ORGANIZATION_MISMATCH: Final = "organization_mismatch"
 _ORG_KINDS: Final = frozenset(
     spec.kind for spec in KINDS if "organization_id" in {f.name for f in fields(spec.event)}
 )
-# A contract detail starts with the field it is about ("tokens: must be >= 0, got -3").
-_FIELD: Final = re.compile(r"([a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)*):")
+# A contract detail starts with the field it is about ("tokens: must be >= 0, got -3",
+# "tags.Region: must be a string"); a map key may hold any character but ":" and spaces.
+_FIELD: Final = re.compile(r"([a-z_][^\s:]*):")
 _NOT_FIELDS: Final = frozenset({"event", "record"})
 
 

@@ -34,7 +34,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline.config import HttpConfig
-from pipeline.errors import DatabaseUnavailableError
+from pipeline.errors import DatabaseUnavailableError, PipelineError
 from pipeline.http.admit import Rejected, admit
 from pipeline.http.body import BodyError, decompress, split_events, too_large
 from pipeline.http.keys import KeyCache, presented_key
@@ -98,6 +98,12 @@ class Ingest:
         started = time.perf_counter()
         try:
             response = await self._post_events(request)
+        except PipelineError as exc:  # e.g. no privilege on api_keys: an operator's problem
+            log.error("POST /v1/events failed: %s", exc)
+            response = _error(500, "internal_error", "the server cannot take events right now")
+        except Exception:  # a bug: answered in JSON like everything else, and logged
+            log.exception("POST /v1/events failed")
+            response = _error(500, "internal_error", "the server cannot take events right now")
         finally:
             metrics.in_flight.dec()
             self.in_flight -= 1

@@ -62,16 +62,27 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
             "unsupported_encoding",
             f"Content-Encoding {encoding!r} is not supported: send gzip, deflate or none",
         )
-    inflater = zlib.decompressobj(wbits)
-    try:
-        data = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BodyError(400, "malformed_body", f"the body is not valid {encoding}: {exc}") from None
-    if len(data) > limit or inflater.unconsumed_tail:
-        raise too_large(limit)
-    if not inflater.eof:
-        raise BodyError(400, "malformed_body", f"the {encoding} body is truncated")
-    return data
+    parts: list[bytes] = []
+    size = 0
+    rest = body
+    while True:  # a gzip body may be several members, one after the other (RFC 1952)
+        inflater = zlib.decompressobj(wbits)
+        try:
+            data = inflater.decompress(rest, limit - size + 1)
+        except zlib.error as exc:
+            detail = f"the body is not valid {encoding}: {exc}"
+            raise BodyError(400, "malformed_body", detail) from None
+        size += len(data)
+        if size > limit or inflater.unconsumed_tail:
+            raise too_large(limit)
+        if not inflater.eof:
+            raise BodyError(400, "malformed_body", f"the {encoding} body is truncated")
+        parts.append(data)
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(parts)
+        if wbits != _WBITS["gzip"]:  # only gzip has members; anything after deflate is junk
+            raise BodyError(400, "malformed_body", f"data after the end of the {encoding} body")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +94,10 @@ class BadLine:
 
 def split_events(body: bytes, *, max_events: int) -> list[object]:
     """The events of ``body``: decoded JSON values, or :class:`BadLine` for an NDJSON line
-    that does not decode. Raises :class:`BodyError` for a JSON array that does not decode
-    (400 ``malformed_json``), for a body that is not UTF-8 JSON at all, and for more than
-    ``max_events`` events (413 ``too_many_events``)."""
-    start = 0
+    that does not decode (not JSON, not UTF-8). Raises :class:`BodyError` for a JSON array
+    that does not decode (400 ``malformed_json``) and for more than ``max_events`` events
+    (413 ``too_many_events``). A leading UTF-8 byte order mark is skipped."""
+    start = 3 if body.startswith(b"\xef\xbb\xbf") else 0  # a UTF-8 byte order mark
     end = len(body)
     while start < end and body[start] in _SPACE:
         start += 1

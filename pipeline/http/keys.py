@@ -124,6 +124,7 @@ class KeyCache:
 
     def _remember(self, digest: bytes, key: ApiKey | None) -> None:
         verdicts = self._verdicts
+        verdicts.pop(digest, None)  # a refreshed verdict is the newest: evicted last
         if len(verdicts) >= self._max_entries:
             now = self._clock()
             for stale in [d for d, (until, _) in verdicts.items() if until <= now]:

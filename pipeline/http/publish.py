@@ -137,6 +137,10 @@ class Publisher:
         )
         try:
             await client.start()
+        except asyncio.CancelledError:  # a probe's deadline: stop what was half started
+            with contextlib.suppress(Exception):
+                await asyncio.shield(client.stop())
+            raise
         except Exception as exc:
             with contextlib.suppress(Exception):
                 await client.stop()
@@ -189,6 +193,9 @@ class Publisher:
                 )
         except (TimeoutError, OSError, BrokerUnreachableError) as exc:
             ok, why = False, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # the broker refuses a new client: keep probing, say so
+            ok, why = False, f"{type(exc).__name__}: {exc}"
+            log.error("a new Kafka client was refused (probing again in a moment): %s", why)
         if ok:
             self._contact()
         else:
