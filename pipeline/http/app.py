@@ -84,7 +84,11 @@ class Ingest:
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def drain(self, timeout_s: float) -> bool:
-        """Wait until no request is being handled, at most ``timeout_s``; True if none is."""
+        """Wait until no request is being handled, at most ``timeout_s``; True if none is.
+
+        First waits a moment for requests whose headers arrived just before (not yet
+        handed to a handler) to start."""
+        await asyncio.sleep(min(0.2, timeout_s))
         if self.in_flight:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout_s)

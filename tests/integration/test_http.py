@@ -298,6 +298,7 @@ async def test_sigterm_finishes_the_request_under_way(
 
     async def slow_body() -> Any:
         yield payload[:100]
+        await asyncio.sleep(0.3)  # the server has the headers and is reading the body
         process.terminate()  # SIGTERM while the body is still arriving
         await asyncio.sleep(1.0)
         yield payload[100:]
