@@ -27,10 +27,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["ApiKey", "authenticate", "create", "hash_key", "list_keys", "parse_key", "revoke"]
+__all__ = [
+    "ApiKey",
+    "authenticate",
+    "create",
+    "hash_key",
+    "list_keys",
+    "parse_key",
+    "redact",
+    "revoke",
+]
 
 PREFIX = "evk_"
 _KEY = re.compile(r"^evk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+_IN_TEXT = re.compile(r"evk_(?:([0-9a-f]{12})_)?[A-Za-z0-9_-]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with every key (or anything that starts like one) replaced by
+    ``evk_<key_id>_***``: the public id stays, for whoever reads the log."""
+    if PREFIX not in text:
+        return text
+    return _IN_TEXT.sub(lambda m: f"evk_{m.group(1)}_***" if m.group(1) else "evk_***", text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from typing import Any, Final
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline.config import HttpConfig
@@ -149,6 +150,9 @@ class Ingest:
         except web.HTTPRequestEntityTooLarge:
             error = too_large(config.max_body_bytes)
             return _error(error.status, error.code, error.detail)
+        except (ConnectionError, HttpProcessingError) as exc:  # the client went away
+            log.debug("a request body was cut off: %s", type(exc).__name__)
+            return _error(400, "malformed_body", "the body was cut off before its end")
         self.metrics.request_bytes.inc(len(body))
         encoding = headers.get("Content-Encoding", "").strip().lower()
         try:
@@ -167,6 +171,7 @@ class Ingest:
                 {"Retry-After": str(retry_after)},
             )
         admission = admit(items, organization_id=key.organization_id, now_ms=self.now_ms())
+        del body, plain, items  # only the encoded events wait for the broker
         outcome = await self.publisher.publish(admission.encoded)
         return self._answer(admission.results, outcome.acked, outcome.failure, outcome.transient)
 

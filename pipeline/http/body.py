@@ -97,7 +97,9 @@ def split_events(body: bytes, *, max_events: int) -> list[object]:
     that does not decode (not JSON, not UTF-8). Raises :class:`BodyError` for a JSON array
     that does not decode (400 ``malformed_json``) and for more than ``max_events`` events
     (413 ``too_many_events``). A leading UTF-8 byte order mark is skipped."""
-    start = 3 if body.startswith(b"\xef\xbb\xbf") else 0  # a UTF-8 byte order mark
+    if body.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
+        body = body[3:]
+    start = 0
     end = len(body)
     while start < end and body[start] in _SPACE:
         start += 1

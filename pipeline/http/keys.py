@@ -49,12 +49,14 @@ class KeyCache:
         *,
         ttl_s: float,
         touch_interval_s: float = 60.0,
+        query_timeout_s: float = 5.0,
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pool = pool
         self._ttl_s = ttl_s
         self._touch_interval_s = touch_interval_s
+        self._query_timeout_s = query_timeout_s
         self._max_entries = max_entries
         self._clock = clock
         self._verdicts: dict[bytes, tuple[float, ApiKey | None]] = {}
@@ -68,8 +70,9 @@ class KeyCache:
         """The active key ``presented`` is, or None (malformed, unknown or revoked).
 
         Returning a key means it was active at most ``ttl_s`` ago. May wait for
-        PostgreSQL (at most the pool's statement timeout); raises
-        :class:`DatabaseUnavailableError` if it does not answer (the caller answers 503).
+        PostgreSQL, at most ``query_timeout_s`` (5 s) including the wait for a pooled
+        connection; raises :class:`DatabaseUnavailableError` if it does not answer in
+        time (the caller answers 503).
         """
         if apikeys.parse_key(presented) is None:
             return None  # malformed: no need to ask anyone
@@ -112,8 +115,13 @@ class KeyCache:
     async def _query(self, presented: str) -> ApiKey | None:
         self.queries += 1
         try:
-            async with self._pool.acquire() as conn:
-                return await apikeys.authenticate(conn, presented)
+            async with asyncio.timeout(self._query_timeout_s):
+                async with self._pool.acquire() as conn:
+                    return await apikeys.authenticate(conn, presented)
+        except TimeoutError as exc:  # PostgreSQL silent (failover, network): not forever
+            raise DatabaseUnavailableError(
+                f"PostgreSQL did not answer a key check within {self._query_timeout_s:g}s"
+            ) from exc
         except Exception as exc:
             mapped = classify_database_error(exc)
             if mapped is None:
@@ -144,8 +152,10 @@ class KeyCache:
 
     async def _touch(self, key_id: str) -> None:
         try:
-            async with self._pool.acquire() as conn:
+            async with asyncio.timeout(self._query_timeout_s), self._pool.acquire() as conn:
                 await apikeys.touch(conn, key_id)
+        except TimeoutError:
+            log.warning("could not stamp last_used_at of API key %s: no answer", key_id)
         except Exception as exc:
             if classify_database_error(exc) is None:
                 log.exception("stamping last_used_at of API key %s failed", key_id)

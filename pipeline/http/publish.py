@@ -13,15 +13,17 @@ broker counts as **available** while a probe or an acknowledgement came within
 so clients are not kept waiting ``publish_timeout_s`` each during an outage. Any
 acknowledgement or successful probe makes it available again.
 
-**Not acknowledged means not sent later.** aiokafka keeps a record whose broker went away
+**What was not sent is never sent later.** aiokafka keeps a record whose broker went away
 and sends it once the broker is back (however long that takes), which would store events
 the client was told to send again. So when acknowledgements do not come within
-``publish_timeout_s``, the client is retired: every record it still holds is failed (so
-it is never sent) and a new client is started once the broker answers a probe. The one
-ambiguity left is a request the broker received but never answered (a broker dying
-mid-write, a network cut): its events may be stored though reported ``unavailable``, and
-stored twice if the client sends them again. With ``KAFKA_IDEMPOTENT_PRODUCER`` (Apache
-Kafka), aiokafka's own retries of one request never duplicate.
+``publish_timeout_s`` (or a send fails half-way through a request), the client is
+retired: every record it has not sent yet fails and is dropped, and a new client is
+started once the broker answers a probe. What stays ambiguous is what was on the wire:
+a produce request the broker received but had not answered (a broker dying mid-write, a
+slow broker past the timeout, a network cut) may be stored though its events were
+reported ``unavailable``, and stored twice if the client sends them again. With
+``KAFKA_IDEMPOTENT_PRODUCER`` (Apache Kafka), aiokafka's own retries of one request never
+duplicate.
 """
 
 from __future__ import annotations
@@ -166,13 +168,26 @@ class Publisher:
             await asyncio.gather(*self._retired, return_exceptions=True)
 
     def _retire(self, why: str) -> None:
-        """Fail every record the client holds (so none is sent later) and drop it."""
+        """Drop the client: the records it has not sent yet fail (so they are never sent
+        later), the ones on the wire are left to be answered (acknowledged or not, their
+        requests learn which), and later sends on it fail at once."""
         client, self._client = self._client, None
         if client is None:
             return
-        # aiokafka has no public way to abandon what a producer holds; fail_all is what
-        # its own sender calls when it dies (tests/integration/test_http.py checks it).
-        client._message_accumulator.fail_all(KafkaTimeoutError(why))
+        # aiokafka has no public way to abandon what a producer holds. In one step, with
+        # no await in between: its sender stops draining (cancelled; requests in flight
+        # still complete), unsent batches fail and go, and the accumulator refuses more.
+        # tests/integration/test_http.py (broker killed, then back) checks the effect.
+        error = KafkaTimeoutError(why)
+        sender_task = client._sender.sender_task
+        if sender_task is not None:
+            sender_task.cancel()
+        accumulator = client._message_accumulator
+        for batches in accumulator._batches.values():
+            for batch in batches:
+                batch.failure(exception=error)
+        accumulator._batches.clear()
+        accumulator._exception = error
         task = asyncio.create_task(_stop_quietly(client), name="retired-producer")
         self._retired.add(task)
         task.add_done_callback(self._retired.discard)
@@ -229,6 +244,8 @@ class Publisher:
             if not is_transient(exc):
                 outcome.transient = False
             outcome.failure = f"{type(exc).__name__}: {exc}"
+            if client is self._client and sends:  # this request's earlier records: unsent
+                self._retire(outcome.failure)
         for future, positions in sends:
             if not future.done():  # only if send() failed: the retired client fails them
                 future.add_done_callback(_consume)
@@ -249,10 +266,14 @@ class Publisher:
 
 
 async def _stop_quietly(client: Any) -> None:
+    """Stop a retired client: its requests in flight end within the request timeout; its
+    connections are closed in any case."""
     try:
-        await asyncio.wait_for(client.stop(), 5.0)
+        await asyncio.wait_for(client.stop(), 15.0)
     except Exception as exc:
         log.debug("stopping a retired producer: %s: %s", type(exc).__name__, exc)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.client.close(), 5.0)
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Final
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from pipeline import db
+from pipeline import apikeys, db
 from pipeline.config import Config
 from pipeline.errors import (
     BrokerUnreachableError,
@@ -49,6 +49,45 @@ __all__ = ["serve"]
 log = logging.getLogger(__name__)
 
 _PROBE_INTERVAL_S: Final = 2.0
+
+
+class _RedactKeys(logging.Filter):
+    """Keys out of every log line, the libraries' included: aiohttp logs a malformed
+    request with its header lines (``Authorization: Bearer evk_...`` among them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            trace = logging.Formatter().formatException(record.exc_info)
+            if apikeys.PREFIX in trace:
+                record.exc_info, record.exc_text = None, None
+                message = f"{message}\n{trace}"
+        if apikeys.PREFIX in message:
+            record.msg, record.args = apikeys.redact(message), ()
+        return True
+
+
+_REDACT_KEYS: Final = _RedactKeys()
+
+
+class _Stopped(Exception):
+    """``stop`` was set during start-up."""
+
+
+async def _unless_stopped(step: Awaitable[Any], stop: asyncio.Event) -> Any:
+    """``await step``, unless ``stop`` is set first: then it is cancelled, :class:`_Stopped`."""
+    task = asyncio.ensure_future(step)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    raise _Stopped
 
 
 def _classify(exc: BaseException) -> PipelineError | None:
@@ -121,6 +160,21 @@ async def serve(
     one when ``PIPELINE_HTTP_PORT`` is 0). Raises :class:`ConfigError` (exit 2) or
     :class:`StartupTimeoutError` (exit 1) when it cannot start.
     """
+    for handler in logging.getLogger().handlers:
+        if _REDACT_KEYS not in handler.filters:
+            handler.addFilter(_REDACT_KEYS)
+    try:
+        await _serve(config, stop, registry, on_listening)
+    except _Stopped:
+        log.info("stopped during start-up")
+
+
+async def _serve(
+    config: Config,
+    stop: asyncio.Event,
+    registry: CollectorRegistry | None,
+    on_listening: Callable[[str, int], None] | None,
+) -> None:
     settings = config.http
     kafka = config.require_kafka()
     database = config.require_database()
@@ -130,11 +184,14 @@ async def serve(
     # Every kind's topic must exist (the server writes them all); the dead-letter one need not.
     sources = {t: v for t, v in config.topics.settings().items() if t != config.topics.dead_letters}
 
-    pool = await _until_ready(
-        "PostgreSQL",
-        "DATABASE_URL",
-        lambda: db.create_pool(database, application_name="pipeline-http"),
-        deadline,
+    pool = await _unless_stopped(
+        _until_ready(
+            "PostgreSQL",
+            "DATABASE_URL",
+            lambda: db.create_pool(database, application_name="pipeline-http"),
+            deadline,
+        ),
+        stop,
     )
     publisher = Publisher(kafka, config.topics, publish_timeout_s=settings.publish_timeout_s)
     keys = KeyCache(pool, ttl_s=settings.key_cache_ttl_s)
@@ -142,13 +199,19 @@ async def serve(
     probe: asyncio.Task[None] | None = None
     try:
         await _require_api_keys_table(pool)
-        await _until_ready(
-            "the Kafka broker",
-            "KAFKA_BOOTSTRAP_SERVERS",
-            lambda: check_topics(kafka, sources),
-            deadline,
+        await _unless_stopped(
+            _until_ready(
+                "the Kafka broker",
+                "KAFKA_BOOTSTRAP_SERVERS",
+                lambda: check_topics(kafka, sources),
+                deadline,
+            ),
+            stop,
         )
-        await _until_ready("the Kafka broker", "KAFKA_BOOTSTRAP_SERVERS", publisher.start, deadline)
+        await _unless_stopped(
+            _until_ready("the Kafka broker", "KAFKA_BOOTSTRAP_SERVERS", publisher.start, deadline),
+            stop,
+        )
         metrics.broker_available.set(1)
         ingest = Ingest(
             config=settings,
@@ -162,7 +225,7 @@ async def serve(
             access_log=None,  # one line per request is too many; see the metrics
             auto_decompress=False,  # pipeline.http.body inflates, bounded by the body limit
             keepalive_timeout=settings.keepalive_timeout_s,
-            shutdown_timeout=settings.shutdown_timeout_s,
+            shutdown_timeout=2.0,  # the drain below has waited for requests already
             handle_signals=False,
         )
         await runner.setup()
@@ -196,8 +259,12 @@ async def serve(
             probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await probe
-        await keys.close()
-        with contextlib.suppress(Exception):
-            await publisher.close()
-        await pool.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(keys.close(), 5.0)
+        try:  # a stop waits for records in flight: at most the publish timeout
+            await asyncio.wait_for(publisher.close(), settings.publish_timeout_s + 5.0)
+        except Exception as exc:
+            log.warning("the Kafka producer did not stop cleanly: %s: %s", type(exc).__name__, exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(pool.close(), 5.0)
     log.info("stopped")

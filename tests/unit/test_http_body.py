@@ -252,3 +252,8 @@ def test_a_multi_member_gzip_body_is_not_silently_cut() -> None:
     except BodyError as exc:
         refused = exc.status
     assert refused == 400 or decoded == first + second  # refusing the body would do too
+
+
+def test_a_byte_order_mark_is_skipped() -> None:
+    assert split_events(b"\xef\xbb\xbf[{}]", max_events=5) == [{}]
+    assert split_events(b'\xef\xbb\xbf{"a": 1}\n{"b": 2}', max_events=5) == [{"a": 1}, {"b": 2}]

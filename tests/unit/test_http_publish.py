@@ -103,16 +103,38 @@ class FakeKafkaClient:
         return bool(self.answer)
 
 
+class FakeBatch:
+    def __init__(self, accumulator: FakeAccumulator, future: asyncio.Future[Any]) -> None:
+        self.accumulator = accumulator
+        self.future = future
+
+    def failure(self, exception: BaseException) -> None:
+        self.accumulator.failed_with.append(exception)
+        if not self.future.done():
+            self.future.set_exception(exception)
+
+
 class FakeAccumulator:
-    def __init__(self, producer: FakeProducer) -> None:
-        self.producer = producer
+    """The parts of aiokafka's MessageAccumulator a retirement touches: unsent batches by
+    partition, and the exception that makes later sends fail."""
+
+    def __init__(self) -> None:
+        self._batches: dict[str, list[FakeBatch]] = {}
+        self._exception: BaseException | None = None
         self.failed_with: list[BaseException] = []
 
-    def fail_all(self, exc: BaseException) -> None:
-        self.failed_with.append(exc)
-        for _, _, future in self.producer.sent:
-            if not future.done():
-                future.set_exception(exc)
+
+class FakeTask:
+    def __init__(self) -> None:
+        self.cancelled = 0
+
+    def cancel(self) -> None:
+        self.cancelled += 1
+
+
+class FakeSender:
+    def __init__(self) -> None:
+        self.sender_task = FakeTask()
 
 
 class FakeProducer:
@@ -127,10 +149,14 @@ class FakeProducer:
         self.started = 0
         self.stopped = 0
         self.client = FakeKafkaClient()
-        self._message_accumulator = FakeAccumulator(self)
+        self._message_accumulator = FakeAccumulator()
+        self._sender = FakeSender()
 
     async def start(self) -> None:
         self.started += 1
+        # Started again (an injected client reused after a retirement): a fresh one.
+        self._message_accumulator = FakeAccumulator()
+        self._sender = FakeSender()
         if self.start_error is not None:
             raise self.start_error
 
@@ -140,9 +166,14 @@ class FakeProducer:
     async def send(self, topic: str, value: bytes) -> asyncio.Future[Any]:
         if self.send_error is not None:
             raise self.send_error
+        if self._message_accumulator._exception is not None:
+            raise self._message_accumulator._exception
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.sent.append((topic, value, future))
-        if self.respond is not None:
+        if self.respond is None:  # unsent until the test resolves it
+            batch = FakeBatch(self._message_accumulator, future)
+            self._message_accumulator._batches.setdefault(topic, []).append(batch)
+        else:
             error = self.respond(topic, value)
             if error is None:
                 future.set_result(("metadata", topic))
@@ -325,8 +356,11 @@ async def test_a_timeout_retires_the_client_and_later_requests_fail_at_once() ->
     assert outcome.failure is not None and "did not acknowledge within 0.05s" in outcome.failure
     assert outcome.transient is True
     # Retired: whatever it holds is failed (never sent later), and it is stopped.
-    [failed_with] = fake._message_accumulator.failed_with
-    assert isinstance(failed_with, KafkaTimeoutError)
+    failed_with = fake._message_accumulator.failed_with
+    assert len(failed_with) == 2  # both unsent records
+    assert all(isinstance(e, KafkaTimeoutError) for e in failed_with)
+    assert fake._sender.sender_task.cancelled == 1  # nothing more is drained
+    assert fake._message_accumulator._batches == {}
     assert all(f.done() for _, _, f in fake.sent)
     assert not available(p)
     await asyncio.sleep(0.01)
