@@ -15,6 +15,8 @@ Reading guide (one job per module, grouped by pipeline stage):
 - ``pipeline.maintenance`` partition maintenance: ensure ahead, prune, stats.
 - ``pipeline.dbhealth``    database health checks and their report (``pipeline db health``).
 - ``pipeline.importer``    ``pipeline import``: files into the pipeline, resumable, verified.
+- ``pipeline.apikeys``     API keys: created, listed, revoked, checked (SHA-256 stored only).
+- ``pipeline.http``        ``pipeline http``: events over HTTP, durable before the answer.
 - ``pipeline.cli``         the ``pipeline`` command and its subcommands.
 
 Nothing here does I/O at import time and no module reads ``os.environ`` except
