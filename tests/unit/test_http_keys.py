@@ -18,19 +18,9 @@ from pipeline import apikeys
 from pipeline.apikeys import ApiKey
 from pipeline.errors import DatabaseRefusedError, DatabaseUnavailableError
 from pipeline.http.keys import KeyCache, presented_key
+from tests.unit.worker_fakes import FakeClock as Clock
 
 CREATED = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FakeDatabase:

@@ -10,20 +10,7 @@ import pytest
 from pipeline.config import Config, HttpConfig
 from pipeline.errors import ConfigError
 from pipeline.http.ratelimit import RateLimiter
-
-
-class Clock:
-    """Monotonic seconds that move only when told."""
-
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
+from tests.unit.worker_fakes import FakeClock as Clock
 
 # --- RateLimiter ----------------------------------------------------------------------------
 

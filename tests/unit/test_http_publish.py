@@ -25,6 +25,7 @@ from pipeline.contract import EventKind
 from pipeline.errors import BrokerUnreachableError, ConfigError
 from pipeline.http import publish as publish_module
 from pipeline.http.publish import Outcome, Publisher, pack
+from tests.unit.worker_fakes import FakeClock as Clock
 
 KAFKA = KafkaConfig(bootstrap_servers=("127.0.0.1:9",), idempotent_producer=False)
 TOPICS = TopicsConfig()
@@ -180,17 +181,6 @@ class FakeProducer:
             else:
                 future.set_exception(error)
         return future
-
-
-class Clock:
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def publisher(
