@@ -351,7 +351,11 @@ class HttpConfig:
                 f"({self.max_events}), or a full request could never pass; "
                 f"got {self.rate_limit_burst_events}"
             )
-        _positive("PIPELINE_HTTP_KEY_CACHE_TTL_S", self.key_cache_ttl_s)
+        if not 0 < self.key_cache_ttl_s <= 300:
+            raise ConfigError(
+                "PIPELINE_HTTP_KEY_CACHE_TTL_S must be in (0, 300]: it is how long a revoked "
+                f"key keeps working; got {self.key_cache_ttl_s}"
+            )
         _positive("PIPELINE_HTTP_KEEPALIVE_TIMEOUT_S", self.keepalive_timeout_s)
         _positive("PIPELINE_HTTP_SHUTDOWN_TIMEOUT_S", self.shutdown_timeout_s)
 

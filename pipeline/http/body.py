@@ -79,7 +79,7 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
             raise BodyError(400, "malformed_body", f"the {encoding} body is truncated")
         parts.append(data)
         rest = inflater.unused_data
-        if not rest:
+        if not rest.strip(b"\0"):  # gzip -d accepts zero padding after the last member
             return b"".join(parts)
         if wbits != _WBITS["gzip"]:  # only gzip has members; anything after deflate is junk
             raise BodyError(400, "malformed_body", f"data after the end of the {encoding} body")

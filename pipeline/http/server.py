@@ -236,6 +236,7 @@ async def _serve(
         if on_listening is not None:
             on_listening(host, port)
         probe = asyncio.create_task(_probe(publisher, metrics), name="broker-probe")
+        probe.add_done_callback(lambda _: stop.set())  # it ends only by a bug: stop, exit 1
         await stop.wait()
         log.info(
             "stopping: finishing requests under way (at most %gs)", settings.shutdown_timeout_s
@@ -252,10 +253,13 @@ async def _serve(
                 ingest.in_flight,
                 settings.shutdown_timeout_s,
             )
+        if probe.done() and not probe.cancelled() and probe.exception() is not None:
+            failure = probe.exception()
+            raise PipelineError(f"the broker probe failed: {failure!r}") from failure
     finally:
         if runner is not None:
             await runner.cleanup()  # closes the connections left (idle ones, after a drain)
-        if probe is not None:
+        if probe is not None and not probe.done():
             probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await probe

@@ -257,3 +257,11 @@ def test_a_multi_member_gzip_body_is_not_silently_cut() -> None:
 def test_a_byte_order_mark_is_skipped() -> None:
     assert split_events(b"\xef\xbb\xbf[{}]", max_events=5) == [{}]
     assert split_events(b'\xef\xbb\xbf{"a": 1}\n{"b": 2}', max_events=5) == [{"a": 1}, {"b": 2}]
+
+
+def test_zero_padding_after_the_last_gzip_member_is_accepted() -> None:
+    body = gzip.compress(b"[{}]") + b"\0" * 512  # what some tape-era tools append
+    assert decompress(body, "gzip", 1024) == b"[{}]"
+    with pytest.raises(BodyError) as raised:
+        decompress(gzip.compress(b"[{}]") + b"junk", "gzip", 1024)
+    assert raised.value.status == 400

@@ -202,3 +202,9 @@ def test_from_env_reads_the_http_variables() -> None:
         Config.from_env({"PIPELINE_HTTP_PORT": "eighty"})
     with pytest.raises(ConfigError, match="PIPELINE_HTTP_RATE_LIMIT_BURST_EVENTS"):
         Config.from_env({"PIPELINE_HTTP_MAX_EVENTS": "20000"})
+
+
+@pytest.mark.parametrize("ttl", [0.0, 301.0])
+def test_the_key_cache_ttl_stays_short(ttl: float) -> None:
+    with pytest.raises(ConfigError, match="PIPELINE_HTTP_KEY_CACHE_TTL_S"):
+        HttpConfig(key_cache_ttl_s=ttl)
