@@ -16,7 +16,7 @@ def test_redact_keeps_the_key_id_and_drops_the_secret() -> None:
     key_id, key = apikeys.new_key()
     text = f"Invalid header value: 'Authorization: Bearer {key}\\x00'"
     redacted = apikeys.redact(text)
-    assert key not in redacted and key.split("_")[-1] not in redacted
+    assert key not in redacted and key.split("_", 2)[2] not in redacted
     assert f"evk_{key_id}_***" in redacted
     assert apikeys.redact("evk_not-a-key here") == "evk_*** here"
     assert apikeys.redact("nothing to hide") == "nothing to hide"
