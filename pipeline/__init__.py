@@ -6,6 +6,7 @@ Reading guide (one job per module, grouped by pipeline stage):
 - ``pipeline.errors``      the exception hierarchy and the one place asyncpg errors are classified.
 - ``pipeline.logs``        log output: text, or one JSON object per line.
 - ``pipeline.kafka``       Kafka client options, codecs, topic checks, batch headers.
+- ``pipeline.startup``     waiting for PostgreSQL and the broker at start-up, bounded.
 - ``pipeline.contract``    the event wire contract: typed events, validation, reasons.
 - ``pipeline.kinds``       each event kind declared once: topic, contract, writer, tables.
 - ``pipeline.worker``      the stream worker, stage by stage (its own reading guide).

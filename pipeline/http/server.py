@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -29,20 +28,15 @@ from prometheus_client import CollectorRegistry
 
 from pipeline import apikeys, db
 from pipeline.config import Config
-from pipeline.errors import (
-    BrokerUnreachableError,
-    ConfigError,
-    PipelineError,
-    StartupTimeoutError,
-    classify_database_error,
-)
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.http.app import Ingest, build_app
 from pipeline.http.keys import KeyCache
 from pipeline.http.publish import Publisher
 from pipeline.http.ratelimit import RateLimiter
 from pipeline.kafka import check_topics
 from pipeline.metrics import HttpMetrics
-from pipeline.producer.errors import is_transient
+from pipeline.startup import until_ready
+from pipeline.worker.retry import RetryPolicy
 
 __all__ = ["serve"]
 
@@ -90,44 +84,8 @@ async def _unless_stopped(step: Awaitable[Any], stop: asyncio.Event) -> Any:
     raise _Stopped
 
 
-def _classify(exc: BaseException) -> PipelineError | None:
-    mapped = classify_database_error(exc)
-    if mapped is not None:
-        return mapped
-    if is_transient(exc):
-        return BrokerUnreachableError(f"{type(exc).__name__}: {exc}")
-    return None
-
-
-async def _until_ready(
-    what: str, setting: str, step: Callable[[], Awaitable[Any]], deadline: float | None
-) -> Any:
-    """Run ``step`` until it succeeds: transient failures are retried (backoff, one warning
-    each) until ``deadline`` (monotonic; None: forever); anything else is raised."""
-    rng = random.Random()
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            if deadline is None:
-                return await step()
-            return await asyncio.wait_for(step(), max(0.1, deadline - time.monotonic()))
-        except Exception as exc:
-            error = _classify(exc)
-            if error is None or (error is exc and not error.retriable):
-                raise
-            if not error.retriable:
-                raise error from exc
-            if deadline is not None and time.monotonic() >= deadline:
-                raise StartupTimeoutError(
-                    f"{what} did not answer at start-up (last error: {error}); check "
-                    f"{setting}, or raise PIPELINE_STARTUP_TIMEOUT_S (0 waits forever)"
-                ) from exc
-            delay = min(5.0, 0.1 * 2 ** min(attempt, 10)) * rng.uniform(0.5, 1.0)
-            if deadline is not None:
-                delay = min(delay, max(0.0, deadline - time.monotonic()))
-            log.warning("%s not usable yet (%s); retrying in %.1fs", what, error, delay)
-            await asyncio.sleep(delay)
+# Start-up retries: 0.1 s doubling to 5 s, jittered.
+_STARTUP_RETRY: Final = RetryPolicy(initial_s=0.1, max_s=5.0)
 
 
 async def _require_api_keys_table(pool: Any) -> None:
@@ -181,17 +139,20 @@ async def _serve(
     timeout_s = config.worker.startup_timeout_s
     deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
     metrics = HttpMetrics(registry)
+
+    async def ready(what: str, setting: str, step: Callable[[], Awaitable[Any]]) -> Any:
+        waiting = until_ready(
+            what, setting, step, deadline=deadline, timeout_s=timeout_s, delay=_STARTUP_RETRY.delay
+        )
+        return await _unless_stopped(waiting, stop)
+
     # Every kind's topic must exist (the server writes them all); the dead-letter one need not.
     sources = {t: v for t, v in config.topics.settings().items() if t != config.topics.dead_letters}
 
-    pool = await _unless_stopped(
-        _until_ready(
-            "PostgreSQL",
-            "DATABASE_URL",
-            lambda: db.create_pool(database, application_name="pipeline-http"),
-            deadline,
-        ),
-        stop,
+    pool = await ready(
+        "PostgreSQL",
+        "DATABASE_URL",
+        lambda: db.create_pool(database, application_name="pipeline-http"),
     )
     publisher = Publisher(kafka, config.topics, publish_timeout_s=settings.publish_timeout_s)
     keys = KeyCache(pool, ttl_s=settings.key_cache_ttl_s)
@@ -199,19 +160,10 @@ async def _serve(
     probe: asyncio.Task[None] | None = None
     try:
         await _require_api_keys_table(pool)
-        await _unless_stopped(
-            _until_ready(
-                "the Kafka broker",
-                "KAFKA_BOOTSTRAP_SERVERS",
-                lambda: check_topics(kafka, sources),
-                deadline,
-            ),
-            stop,
+        await ready(
+            "the Kafka broker", "KAFKA_BOOTSTRAP_SERVERS", lambda: check_topics(kafka, sources)
         )
-        await _unless_stopped(
-            _until_ready("the Kafka broker", "KAFKA_BOOTSTRAP_SERVERS", publisher.start, deadline),
-            stop,
-        )
+        await ready("the Kafka broker", "KAFKA_BOOTSTRAP_SERVERS", publisher.start)
         metrics.broker_available.set(1)
         ingest = Ingest(
             config=settings,

@@ -21,21 +21,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from pipeline import db
 from pipeline.config import Config
 from pipeline.contract import EventKind
-from pipeline.errors import BrokerUnreachableError, PipelineError, StartupTimeoutError
 from pipeline.kafka import check_topics
 from pipeline.maintenance import partitions, rollups
 from pipeline.metrics import Metrics
+from pipeline.startup import until_ready
 from pipeline.worker import offsets
 from pipeline.worker.deadletter import DeadLetterPublisher
 from pipeline.worker.engine import IngestEngine
@@ -201,47 +199,23 @@ class WorkerRuntime:
     async def _until_ready(
         self, what: str, setting: str, step: Callable[[], Awaitable[None]]
     ) -> None:
-        """Run a start-up ``step`` until it succeeds. Transient failures (a service down or
-        restarting) are retried with backoff, one warning line each, until the start-up
-        deadline: then :class:`StartupTimeoutError` names ``setting``. Anything else (wrong
-        credentials, an unknown database or host, a missing topic: a configuration error,
-        or a bug) is raised at once: the worker exits saying why."""
-        rng = random.Random()
-        attempt = 0
+        """Run a start-up ``step`` until it succeeds, at most until the start-up deadline
+        (:func:`pipeline.startup.until_ready`); the availability gauge of ``setting``'s
+        service follows."""
         gauge = (
             self.metrics.database_available
             if setting == "DATABASE_URL"
             else self.metrics.broker_available
         )
-        while True:
-            attempt += 1
-            deadline = self._startup_deadline
-            try:
-                if deadline is None:
-                    await step()
-                else:  # a step that hangs (no answer at all) ends at the deadline too
-                    await asyncio.wait_for(step(), max(0.1, deadline - time.monotonic()))
-                gauge.set(1)
-                return
-            except Exception as exc:
-                error = classify_startup(exc)
-                if error is None or (error is exc and not error.retriable):
-                    raise
-                if not error.retriable:
-                    raise error from exc
-                gauge.set(0)
-                delay = self.retry.delay(attempt, rng)
-                if deadline is not None and time.monotonic() >= deadline:
-                    timeout = self.config.worker.startup_timeout_s
-                    raise StartupTimeoutError(
-                        f"{what} did not answer within {timeout:g}s of start-up (last error: "
-                        f"{error}); check {setting}, or raise PIPELINE_STARTUP_TIMEOUT_S "
-                        "(0 waits forever)"
-                    ) from exc
-                if deadline is not None:  # one last attempt at the deadline
-                    delay = min(delay, max(0.0, deadline - time.monotonic()))
-                log.warning("%s not usable yet (%s); retrying in %.1fs", what, error, delay)
-                await asyncio.sleep(delay)
+        await until_ready(
+            what,
+            setting,
+            step,
+            deadline=self._startup_deadline,
+            timeout_s=self.config.worker.startup_timeout_s,
+            delay=self.retry.delay,
+            on_state=lambda ok: gauge.set(1 if ok else 0),
+        )
 
     async def read_watermarks(self, tps: Collection[TopicPartition]) -> dict[TopicPartition, int]:
         """The committed watermarks of ``tps`` (partitions without a row are absent).
@@ -332,19 +306,6 @@ class WorkerRuntime:
             len(dropped),
             dropped.lifecycle_rows,
         )
-
-
-def classify_startup(exc: BaseException) -> PipelineError | None:
-    """:func:`~pipeline.worker.retry.classify`, plus what aiokafka raises while the broker is
-    down or restarting (joining the group: connection errors, timeouts, retriable errors)
-    as retriable, and a step that did not answer before the start-up deadline."""
-    if isinstance(exc, TimeoutError):
-        return BrokerUnreachableError(f"no answer ({exc!r})")
-    if isinstance(exc, KafkaConnectionError | KafkaTimeoutError) or (
-        isinstance(exc, KafkaError) and exc.retriable
-    ):
-        return BrokerUnreachableError(f"cannot reach the Kafka broker ({exc!r})")
-    return classify(exc)
 
 
 class _Watermarks:
