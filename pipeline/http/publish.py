@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -43,10 +43,10 @@ from pipeline.config import KafkaConfig, TopicsConfig
 from pipeline.contract import EventKind
 from pipeline.errors import BrokerUnreachableError, ConfigError
 from pipeline.kafka import producer_options
-from pipeline.producer import DEFAULT_MAX_RECORD_BYTES
+from pipeline.producer import DEFAULT_MAX_RECORD_BYTES, pack_arrays
 from pipeline.producer.errors import is_transient
 
-__all__ = ["Outcome", "Publisher", "pack"]
+__all__ = ["Outcome", "Publisher"]
 
 log = logging.getLogger(__name__)
 
@@ -62,24 +62,6 @@ class Outcome:
     acked: set[int] = field(default_factory=set)
     failure: str | None = None
     transient: bool = True
-
-
-def pack(events: list[tuple[int, bytes]], max_bytes: int) -> Iterator[tuple[bytes, list[int]]]:
-    """JSON arrays of at most ``max_bytes`` from ``(position, encoded event)`` pairs, each
-    with the positions it holds, in order. An event larger than ``max_bytes`` gets a
-    record of its own (the contract bounds events far below a record)."""
-    batch: list[bytes] = []
-    positions: list[int] = []
-    size = 2
-    for position, data in events:
-        if batch and size + len(data) + 1 > max_bytes:
-            yield b"[" + b",".join(batch) + b"]", positions
-            batch, positions, size = [], [], 2
-        size += len(data) + (1 if batch else 0)
-        batch.append(data)
-        positions.append(position)
-    if batch:
-        yield b"[" + b",".join(batch) + b"]", positions
 
 
 class Publisher:
@@ -233,7 +215,7 @@ class Publisher:
             async with asyncio.timeout(self._timeout_s):
                 for kind, events in encoded.items():
                     topic = self._topics[kind]
-                    for value, positions in pack(events, self._max_record_bytes):
+                    for value, positions in pack_arrays(events, self._max_record_bytes):
                         sends.append((await client.send(topic, value), positions))
                 await asyncio.wait([f for f, _ in sends])
         except TimeoutError:

@@ -30,6 +30,7 @@ import orjson
 from pipeline.contract import ContractError, Event, EventKind, kind_named, validate_event
 from pipeline.importer.csv_cells import CellError, typed_row
 from pipeline.importer.sources import Line, Source
+from pipeline.producer import pack_arrays
 
 __all__ = ["Chunk", "OutRecord", "Reject", "chunks", "classify", "record_key"]
 
@@ -128,21 +129,6 @@ def record_key(sha256: str, first_line: int, part: int) -> str:
     return f"{sha256}:{first_line}:{part}"
 
 
-def _pack(
-    kind: EventKind, encoded: list[bytes], max_bytes: int
-) -> Iterator[tuple[EventKind, bytes, int]]:
-    batch: list[bytes] = []
-    size = 2
-    for data in encoded:
-        if batch and size + len(data) + 1 > max_bytes:
-            yield kind, b"[" + b",".join(batch) + b"]", len(batch)
-            batch, size = [], 2
-        batch.append(data)
-        size += len(data) + (1 if len(batch) > 1 else 0)
-    if batch:
-        yield kind, b"[" + b",".join(batch) + b"]", len(batch)
-
-
 def _records(sha256: str, first_line: int, events: list[Event], max_bytes: int) -> list[OutRecord]:
     by_kind: dict[EventKind, list[bytes]] = {}
     dumps = orjson.dumps
@@ -150,8 +136,9 @@ def _records(sha256: str, first_line: int, events: list[Event], max_bytes: int) 
         by_kind.setdefault(event.kind, []).append(dumps(event.to_wire()))
     out: list[OutRecord] = []
     for kind in sorted(by_kind, key=_ORDER.__getitem__):
-        for kind_, value, n in _pack(kind, by_kind[kind], max_bytes):
-            out.append(OutRecord(kind_, record_key(sha256, first_line, len(out)), value, n))
+        for value, members in pack_arrays(((None, d) for d in by_kind[kind]), max_bytes):
+            key = record_key(sha256, first_line, len(out))
+            out.append(OutRecord(kind, key, value, len(members)))
     return out
 
 

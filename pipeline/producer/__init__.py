@@ -18,6 +18,7 @@ from pipeline.producer.buffer import (
     DEFAULT_MAX_RECORD_EVENTS,
     Record,
     RecordBuffer,
+    pack_arrays,
 )
 from pipeline.producer.client import EventProducer, topic_for
 from pipeline.producer.errors import (
@@ -46,6 +47,7 @@ __all__ = [
     "RecordBuffer",
     "TransientDeliveryError",
     "Undelivered",
+    "pack_arrays",
     "produce_workload",
     "topic_for",
 ]

@@ -30,12 +30,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pipeline.producer.errors import EventTooLargeError, ProducerClosedError
 
-__all__ = ["DEFAULT_MAX_RECORD_BYTES", "DEFAULT_MAX_RECORD_EVENTS", "Record", "RecordBuffer"]
+__all__ = [
+    "DEFAULT_MAX_RECORD_BYTES",
+    "DEFAULT_MAX_RECORD_EVENTS",
+    "Record",
+    "RecordBuffer",
+    "pack_arrays",
+]
+
+T = TypeVar("T")
 
 DEFAULT_MAX_RECORD_EVENTS = 500
 DEFAULT_MAX_RECORD_BYTES = 1_048_576
@@ -353,3 +362,24 @@ class RecordBuffer:
             future, _, _ = self._waiters.popleft()
             if not future.done():
                 future.set_exception(ProducerClosedError("the producer was closed"))
+
+
+def pack_arrays(
+    events: Iterable[tuple[T, bytes]], max_bytes: int
+) -> Iterator[tuple[bytes, list[T]]]:
+    """JSON-array record values of at most ``max_bytes`` from ``(tag, encoded event)``
+    pairs, each with the tags of the events it holds, in order (the same input always gives
+    the same records). An event larger than ``max_bytes`` gets a record of its own (the
+    contract bounds events far below a record)."""
+    batch: list[bytes] = []
+    positions: list[T] = []
+    size = 2
+    for position, data in events:
+        if batch and size + len(data) + 1 > max_bytes:
+            yield b"[" + b",".join(batch) + b"]", positions
+            batch, positions, size = [], [], 2
+        size += len(data) + (1 if batch else 0)
+        batch.append(data)
+        positions.append(position)
+    if batch:
+        yield b"[" + b",".join(batch) + b"]", positions

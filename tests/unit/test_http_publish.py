@@ -24,7 +24,8 @@ from pipeline.config import KafkaConfig, TopicsConfig
 from pipeline.contract import EventKind
 from pipeline.errors import BrokerUnreachableError, ConfigError
 from pipeline.http import publish as publish_module
-from pipeline.http.publish import Outcome, Publisher, pack
+from pipeline.http.publish import Outcome, Publisher
+from pipeline.producer import pack_arrays as pack
 from tests.unit.worker_fakes import FakeClock as Clock
 
 KAFKA = KafkaConfig(bootstrap_servers=("127.0.0.1:9",), idempotent_producer=False)
