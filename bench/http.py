@@ -37,7 +37,7 @@ import orjson
 
 from bench._machine import cpu_seconds, machine
 from pipeline import apikeys
-from pipeline.config import KafkaConfig, TopicsConfig
+from pipeline.config import Config, DatabaseConfig, HttpConfig, KafkaConfig, TopicsConfig
 from pipeline.contract import EventKind, validate_event
 from pipeline.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from pipeline.kafka import ensure_topics
@@ -64,13 +64,14 @@ class Server:
     def __init__(self, tmp: Path, pg_url: str, kafka: KafkaConfig, topics: TopicsConfig) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        config = Config(
+            database=DatabaseConfig(url=pg_url),
+            kafka=kafka,
+            topics=topics,
+            http=HttpConfig(port=self.port, rate_limit_events_per_s=0.0),
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "PIPELINE_"))}
-        env.update({spec: name for spec, name in _topic_env(topics).items()})
-        env.update(
-            PYTHONPATH=str(REPO), DATABASE_URL=pg_url, KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap,
-            KAFKA_IDEMPOTENT_PRODUCER="false", PIPELINE_HTTP_PORT=str(self.port),
-            PIPELINE_HTTP_RATE_LIMIT_EVENTS_PER_S="0",
-        )  # fmt: skip
+        env.update(config.to_env(), PYTHONPATH=str(REPO))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "http"],
             env=env, stdout=(tmp / "http.log").open("wb"), stderr=subprocess.STDOUT, cwd=REPO,
@@ -92,12 +93,6 @@ class Server:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(30)
-
-
-def _topic_env(topics: TopicsConfig) -> dict[str, str]:
-    from pipeline.kinds import KINDS
-
-    return {spec.topic_setting: topics.topic(spec.kind) for spec in KINDS}
 
 
 async def throughput(

@@ -42,6 +42,7 @@ from pipeline.http.keys import KeyCache, presented_key
 from pipeline.http.publish import Publisher
 from pipeline.http.ratelimit import RateLimiter
 from pipeline.metrics import HttpMetrics
+from pipeline.producer.client import wall_clock_ms
 
 __all__ = ["Ingest", "build_app"]
 
@@ -63,10 +64,6 @@ def _error(
     status: int, code: str, detail: str, headers: dict[str, str] | None = None
 ) -> web.Response:
     return _json(status, {"error": code, "detail": detail}, headers)
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass

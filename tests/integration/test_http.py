@@ -38,6 +38,13 @@ async def new_key(database: DatabaseConfig, org: str = ORG) -> str:
     return key
 
 
+async def with_new_topics(database: DatabaseConfig, kafka: KafkaConfig) -> Config:
+    """Settings for a server of one test: its database, the broker, topics of its own."""
+    topics = unique_topics()
+    await ensure_topics(kafka, [*topics.source_topics, topics.dead_letters], partitions=1)
+    return Config(database=database, kafka=kafka, topics=topics)
+
+
 def bound_items(api_calls: int, org: str = ORG) -> list[Item]:
     """Valid workload events, every organization replaced by ``org``."""
     items = []
@@ -143,9 +150,8 @@ async def test_events_over_http_reach_postgresql_exactly_once(
 async def test_every_rejection_is_answered_and_nothing_rejected_is_sent(
     migrated_database: DatabaseConfig, kafka: KafkaConfig, tmp_path: Path
 ) -> None:
-    topics = unique_topics()
-    await ensure_topics(kafka, [*topics.source_topics, topics.dead_letters], partitions=1)
-    config = Config(database=migrated_database, kafka=kafka, topics=topics)
+    config = await with_new_topics(migrated_database, kafka)
+    topics = config.topics
     server = HttpServer(
         config,
         tmp_path / "http.log",
@@ -248,9 +254,8 @@ async def test_broker_down_answers_503_and_accepts_nothing(
     migrated_database: DatabaseConfig, restartable_broker: RestartableBroker, tmp_path: Path
 ) -> None:
     kafka = restartable_broker.kafka_config()
-    topics = unique_topics()
-    await ensure_topics(kafka, [*topics.source_topics, topics.dead_letters], partitions=1)
-    config = Config(database=migrated_database, kafka=kafka, topics=topics)
+    config = await with_new_topics(migrated_database, kafka)
+    topics = config.topics
     server = HttpServer(config, tmp_path / "http.log", publish_timeout_s=3.0).start()
     key = await new_key(migrated_database)
     events = [item.event for item in bound_items(40) if item.kind is EventKind.API_CALL]
@@ -286,9 +291,8 @@ async def test_broker_down_answers_503_and_accepts_nothing(
 async def test_sigterm_finishes_the_request_under_way(
     migrated_database: DatabaseConfig, kafka: KafkaConfig, tmp_path: Path
 ) -> None:
-    topics = unique_topics()
-    await ensure_topics(kafka, [*topics.source_topics, topics.dead_letters], partitions=1)
-    config = Config(database=migrated_database, kafka=kafka, topics=topics)
+    config = await with_new_topics(migrated_database, kafka)
+    topics = config.topics
     server = HttpServer(config, tmp_path / "http.log").start()
     key = await new_key(migrated_database)
     events = [item.event for item in bound_items(20)][:20]
